@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch for machines without CUDA: the CPU build (this file lies on the development machines' disk).
+CPU_TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+# Create the venv (reusing a torch the base interpreter already has, e.g. a CUDA build),
+# install torch only if none is importable, then the project in editable mode.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
+	    echo "setup: reusing the torch of $(PYTHON)"; $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; \
+	fi
+	@if $(PY) -c "import torch" >/dev/null 2>&1; then \
+	  echo "setup: keeping torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  $(PY) -m pip install -q torch; \
+	else \
+	  $(PY) -m pip install -q "$(CPU_TORCH)"; \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/lxmert forward --preset base
+
+bench: $(STAMP)
+	$(PY) bench/model_speed.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

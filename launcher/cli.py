@@ -1,0 +1,112 @@
+"""The ``lxmert`` command line: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _model_class(name: str):
+    import model
+
+    return {"pretraining": model.LxmertForPretraining, "qa": model.LxmertForQuestionAnswering,
+            "nlvr2": model.LxmertForNLVR2}[name]
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a checkpoint between our layout, Hugging Face's and the original release's."""
+    from model import LxmertConfig
+
+    config = LxmertConfig.load(args.config) if args.config is not None else None
+    net, info = _model_class(args.model).from_pretrained(args.src, config, preset=args.preset, skip_heads=args.skip_heads,
+                                                         output_loading_info=True)
+    if args.to == "original":
+        out = net.save_original(args.out)
+    else:
+        out = net.save_pretrained(args.out, hf=args.to == "hf")
+    skipped = f", {len(info['skipped'])} head tensors skipped" if info["skipped"] else ""
+    print(f"wrote {out} ({args.to} layout, {net.num_parameters():,} parameters{skipped})")
+    return 0
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    """Forward (and optionally backward) passes of a preset on random inputs, with timing."""
+    import torch
+
+    from model import LxmertConfig, LxmertForPretraining
+
+    torch.manual_seed(args.seed)
+    config = LxmertConfig.from_preset(args.preset)
+    net = LxmertForPretraining(config)
+    print(f"LXMERT {args.preset}: {net.num_parameters():,} parameters "
+          f"(L={config.l_layers}, R={config.r_layers}, X={config.x_layers}, hidden {config.hidden_size})")
+    b, t, r = args.batch, args.tokens, args.regions
+    batch = dict(
+        input_ids=torch.randint(1, config.vocab_size, (b, t)), attention_mask=torch.ones(b, t, dtype=torch.long),
+        visual_feats=torch.rand(b, r, config.visual_feat_dim), visual_pos=torch.rand(b, r, config.visual_pos_dim),
+    )
+    net.eval()
+    with torch.inference_mode():
+        net(**batch)  # warm-up
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            out = net(**batch)
+        elapsed = (time.perf_counter() - start) / args.steps
+    print(f"forward, batch {b} x {t} tokens x {r} regions: {elapsed * 1000:.1f} ms/step, "
+          f"{b / elapsed:.1f} samples/s ({torch.get_num_threads()} threads)")
+    print(f"prediction_logits {tuple(out.prediction_logits.shape)}, "
+          f"cross_relationship_score {tuple(out.cross_relationship_score.shape)}, "
+          f"question_answering_score {tuple(out.question_answering_score.shape)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lxmert", description="LXMERT pre-training and fine-tuning with DeepSpeed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("convert", help="convert a checkpoint between layouts (ours, Hugging Face, original)",
+                       description="Read SRC (a Hugging Face LXMERT directory, an original *_LXRT.pth file, or a "
+                                   "directory of ours) and write it to OUT in another layout.")
+    p.add_argument("src", type=Path, help="checkpoint directory or file")
+    p.add_argument("out", type=Path, help="output directory (a .pth file for --to original)")
+    p.add_argument("--to", choices=("native", "hf", "original"), default="native",
+                   help="native: this project's safetensors + config.json; hf: loadable by "
+                        "transformers.LxmertForPreTraining.from_pretrained; original: a *_LXRT.pth state dict")
+    p.add_argument("--model", choices=("pretraining", "qa", "nlvr2"), default="pretraining",
+                   help="which model the checkpoint holds (default: pretraining)")
+    p.add_argument("--preset", default="base",
+                   help="for a file without config.json: the preset whose settings complete the sizes read off "
+                        "the weights (default: base)")
+    p.add_argument("--config", type=Path,
+                   help="a config.json (ours or Hugging Face's) to use instead of the source's own or the preset")
+    p.add_argument("--skip-heads", action="store_true",
+                   help="tolerate absent or extra head weights (absent heads are freshly initialised)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("forward", help="time forward passes of a model preset on random inputs",
+                       description="Build a preset with random weights and time forward passes on random inputs.")
+    p.add_argument("--preset", default="base", help="model preset: base (the paper) or tiny")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--tokens", type=int, default=20)
+    p.add_argument("--regions", type=int, default=36)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_forward)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"lxmert {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The model on its own: configuration, input checks, gradients, checkpointing, task heads."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+import torch
+from conftest import make_batch
+
+from model import LxmertConfig, LxmertForPretraining, LxmertForQuestionAnswering
+from model.tied import TiedGradient
+
+
+def tiny(**overrides) -> LxmertForPretraining:
+    torch.manual_seed(0)
+    return LxmertForPretraining(LxmertConfig.from_preset("tiny", **overrides))
+
+
+def test_presets():
+    base = LxmertConfig.from_preset("base")
+    assert (base.hidden_size, base.num_attention_heads, base.intermediate_size) == (768, 12, 3072)
+    assert (base.l_layers, base.r_layers, base.x_layers) == (9, 5, 5)
+    assert (base.vocab_size, base.visual_feat_dim, base.visual_pos_dim) == (30522, 2048, 4)
+    assert (base.num_qa_labels, base.num_object_labels, base.num_attr_labels) == (9500, 1600, 400)
+    assert base.visual_loss_normalizer == 1 / 0.15
+    assert LxmertForPretraining(base).num_parameters() == 228_051_752  # "about 228.05 M"
+    assert tiny().num_parameters() < 1_000_000
+
+
+@pytest.mark.parametrize("field, value", [
+    ("hidden_size", 0), ("num_attention_heads", 5), ("l_layers", -1), ("vocab_size", 1.5),
+    ("hidden_dropout_prob", 1.0), ("visual_loss_normalizer", 0.0), ("hidden_act", "relu"),
+    ("loss_weights", {"mlm": -1.0}), ("loss_weights", {"nsp": 1.0}),
+])
+def test_invalid_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        LxmertConfig.from_preset("tiny", **{field: value})
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        LxmertConfig.from_preset("huge")
+
+
+@pytest.mark.parametrize("name, change, expected", [
+    ("visual_feats", lambda b: b["visual_feats"][..., :10], r"visual_feats: expected shape \(3, \*, 2048\), got \(3, 6, 10\)"),
+    ("visual_pos", lambda b: b["visual_pos"][:, :4], r"visual_pos: expected shape \(3, 6, 4\), got \(3, 4, 4\)"),
+    ("attention_mask", lambda b: b["attention_mask"][:2], r"attention_mask: expected shape \(3, 9\), got \(2, 9\)"),
+    ("input_ids", lambda b: b["input_ids"][0], r"input_ids: expected shape \(\*, \*\), got \(9,\)"),
+])
+def test_shape_mismatch_raises_with_expected_and_actual(name, change, expected):
+    net = tiny().eval()
+    batch = make_batch(net.config, targets=False)
+    batch[name] = change(batch)
+    with pytest.raises(ValueError, match=expected):
+        net(**batch)
+
+
+def test_too_many_tokens():
+    net = tiny().eval()
+    batch = make_batch(net.config, tokens=65, targets=False)
+    with pytest.raises(ValueError, match="65 tokens exceed max_position_embeddings=64"):
+        net(**batch)
+
+
+def test_target_shape_mismatch():
+    net = tiny().eval()
+    batch = make_batch(net.config)
+    ids, weights = batch["obj_labels"]["obj"]
+    batch["obj_labels"]["obj"] = (ids[:, :3], weights)
+    with pytest.raises(ValueError, match=r"obj_labels\['obj'\]: expected shape \(3, 6\), got \(3, 3\)"):
+        net(**batch)
+
+
+def test_every_parameter_gets_a_gradient():
+    net = tiny().train()
+    out = net(**make_batch(net.config))
+    assert set(out.losses) == {"mlm", "matched", "obj", "attr", "feat", "qa"}
+    out.loss.backward()
+    unused = [n for n, p in net.named_parameters() if p.grad is None]
+    assert unused == []
+    zero = [n for n, p in net.named_parameters() if not p.grad.abs().sum() > 0]
+    # As in the original code, row 0 of the token-type table is a padding row (no gradient), and
+    # LXMERT only uses type 0; every other tensor moves.
+    assert zero == ["encoder.embeddings.token_type.weight"]
+    assert net.encoder.embeddings.position.weight.grad[0].abs().sum() == 0  # padding row too
+    assert net.encoder.embeddings.position.weight.grad[1].abs().sum() > 0
+
+
+def test_tied_gradient_equals_plain_autograd():
+    """The one-buffer word-embedding gradient equals autograd's sum of the two uses."""
+    net = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    batch = make_batch(net.config)
+    net(**batch).loss.backward()
+    fused = net.encoder.embeddings.word.weight.grad.clone()
+    net.zero_grad()
+    word = net.encoder.embeddings.word
+    sink = TiedGradient()
+    lang = net.encoder(batch["input_ids"], batch["visual_feats"], batch["visual_pos"], batch["attention_mask"]).language_output
+    plain = torch.nn.functional.linear(net.mlm_head.transform(lang), word.weight, net.mlm_head.bias)
+    torch.nn.functional.cross_entropy(plain.reshape(-1, plain.shape[-1]), batch["labels"].reshape(-1)).backward()
+    reference = word.weight.grad.clone()
+    net.zero_grad()
+    lang = net.encoder(batch["input_ids"], batch["visual_feats"], batch["visual_pos"], batch["attention_mask"],
+                       word_grad_sink=sink).language_output
+    tied = net.mlm_head(lang, word, sink)
+    torch.nn.functional.cross_entropy(tied.reshape(-1, tied.shape[-1]), batch["labels"].reshape(-1)).backward()
+    assert (word.weight.grad - reference).abs().max() < 1e-6
+    assert sink.grad is None  # consumed by the embedding's backward
+    assert fused.abs().sum() > 0
+
+
+def test_sparse_and_full_mlm_projection_agree():
+    net = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    batch = make_batch(net.config)
+    sparse = net(**batch)
+    full = net(**batch, full_mlm_logits=True)
+    assert sparse.prediction_logits is None and full.prediction_logits.shape == (3, 9, 512)
+    assert torch.allclose(sparse.losses["mlm"], full.losses["mlm"], atol=1e-6)
+    rows = (batch["labels"] != -100).reshape(-1)
+    assert torch.allclose(full.prediction_logits.reshape(-1, 512)[rows], sparse.mlm_target_logits, atol=1e-6)
+
+
+def test_no_targets_gives_zero_not_nan():
+    net = tiny().train()
+    batch = make_batch(net.config)
+    batch["labels"] = torch.full_like(batch["labels"], -100)
+    batch["ans"] = torch.full_like(batch["ans"], -1)
+    out = net(**batch)
+    assert out.losses["mlm"].item() == 0.0 and out.losses["qa"].item() == 0.0
+    assert torch.isfinite(out.loss)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    ckpt = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, gradient_checkpointing=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    batch = make_batch(plain.config)
+    plain(**batch).loss.backward()
+    ckpt(**batch).loss.backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+def test_attention_maps_are_probabilities():
+    net = tiny().eval()
+    batch = make_batch(net.config, targets=False)
+    with torch.no_grad():
+        out = net(**batch, output_attentions=True)
+        plain = net(**batch)
+    assert len(out.language_attentions) == 2 and len(out.vision_attentions) == 1 and len(out.cross_attentions) == 2
+    assert out.language_attentions[0].shape == (3, 4, 9, 9) and out.cross_attentions[0].shape == (3, 4, 9, 6)
+    assert torch.allclose(out.language_attentions[0].sum(-1), torch.ones(3, 4, 9), atol=1e-5)
+    assert out.language_attentions[0][1, :, :, -3:].abs().max() == 0  # padded keys get no attention
+    assert torch.allclose(out.prediction_logits, plain.prediction_logits, atol=1e-5)  # explicit path == SDPA path
+
+
+def test_visual_attention_mask_hides_regions():
+    net = tiny().eval()
+    batch = make_batch(net.config, targets=False)
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[:, 4:] = 0
+    changed = batch["visual_feats"].clone()
+    changed[:, 4:] = 100.0
+    with torch.no_grad():
+        a = net(**batch, visual_attention_mask=mask).prediction_logits
+        b = net(**dict(batch, visual_feats=changed), visual_attention_mask=mask).prediction_logits
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_question_answering_losses():
+    torch.manual_seed(0)
+    net = LxmertForQuestionAnswering(LxmertConfig.from_preset("tiny", num_qa_labels=5)).eval()
+    batch = make_batch(net.config, targets=False)
+    scores = torch.zeros(3, 5)
+    scores[0, 1], scores[1, 2], scores[2, 4] = 1.0, 0.3, 0.6
+    out = net(**batch, labels=scores)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, scores) * 5
+    assert torch.allclose(out.loss, expected)
+    ids = net(**batch, labels=torch.tensor([1, 2, 4]))
+    assert torch.allclose(ids.loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 2, 4])))
+    with pytest.raises(ValueError, match=r"labels: expected soft scores of shape \(3, 5\)"):
+        net(**batch, labels=torch.zeros(3, 4))
+
+
+def test_model_package_is_pure_pytorch():
+    """model/ never imports deepspeed (nor the launcher)."""
+    for path in pathlib.Path(__file__).resolve().parents[1].joinpath("model").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("deepspeed", "launcher") for n in names), path
+
+
+def test_cpu_dropout_statistics_and_reproducibility():
+    from model.layers import Dropout
+
+    drop = Dropout(0.1).train()
+    x = torch.ones(400, 1000)
+    torch.manual_seed(3)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.003  # 400k draws: 5 standard deviations
+    assert abs(y.mean().item() - 1.0) < 0.005  # kept values rescaled: expectation preserved
+    values = torch.unique(y).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(65536 / (65536 - 6554))
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), y)  # the default generator drives it
+    rows = (y[:, :4] == 0).float().mean(0)  # the four 16-bit lanes of each draw are all used
+    assert ((rows > 0.05) & (rows < 0.15)).all()
+    assert torch.equal(drop.eval()(x), x)
