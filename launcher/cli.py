@@ -62,6 +62,27 @@ def cmd_forward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    """Build, verify or describe a region-feature store."""
+    from data import store
+
+    if args.action == "build":
+        manifest = store.build_store(args.out, args.tsv, args.npz_dir, dtype=args.dtype, skip_bad=args.skip_bad,
+                                     overwrite=args.overwrite, progress=not args.quiet)
+        print(f"wrote {args.out}: {manifest['count']} images, {manifest['regions']['min']}-{manifest['regions']['max']} "
+              f"regions x {manifest['feature_dim']} ({manifest['dtype']}) in {manifest['seconds']} s")
+        if manifest["skipped"]:
+            print(f"skipped {manifest['skipped']} bad records, e.g.:", *manifest["skipped_examples"][:5], sep="\n  ")
+    elif args.action == "verify":
+        manifest = store.verify_store(args.store, progress=not args.quiet)
+        print(f"{args.store}: OK, {manifest['count']} records decoded, checksum {manifest['checksum']}")
+    else:
+        info = store.store_info(args.store)
+        print(f"{args.store}: {info['count']} images, {info['regions']['min']}-{info['regions']['max']} regions x "
+              f"{info['feature_dim']} {info['dtype']}, {info['size_bytes'] / 2**20:.1f} MiB on disk")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lxmert", description="LXMERT pre-training and fine-tuning with DeepSpeed.",
@@ -87,6 +108,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tolerate absent or extra head weights (absent heads are freshly initialised)")
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("features", help="build, verify or describe an LMDB region-feature store",
+                       description="Region-feature stores (LMDB) built from bottom-up-attention TSV files or "
+                                   "folders of per-image .npz files.")
+    fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = fsub.add_parser("build", help="convert TSV files and/or npz folders into a store",
+                        description="Convert region features into a store. TSV: the bottom-up-attention layout "
+                                    "(img_id, img_h, img_w, objects_id, objects_conf, attrs_id, attrs_conf, num_boxes, "
+                                    "boxes, features; base64 raw buffers). npz: one file per image, img_id = file name; "
+                                    "arrays features|x|feat, boxes|bbox, image_h|img_h, image_w|img_w, "
+                                    "objects_id|objects, objects_conf, attrs_id|attrs, attrs_conf (or these in an "
+                                    "'info' dict). The store is written to OUT.partial and renamed when complete.")
+    b.add_argument("--tsv", type=Path, action="append", default=[], help="a TSV file (repeat for several)")
+    b.add_argument("--npz-dir", type=Path, action="append", default=[], help="a folder of .npz files (repeatable)")
+    b.add_argument("--out", type=Path, required=True, help="the store directory to create")
+    b.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                   help="feature precision in the store (default float16; float32 keeps full precision)")
+    b.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    v = fsub.add_parser("verify", help="decode every record and check the manifest's count and checksum")
+    v.add_argument("store", type=Path)
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    i = fsub.add_parser("info", help="print count, dims, dtype and size on disk")
+    i.add_argument("store", type=Path)
+    p.set_defaults(func=cmd_features)
+
     p = sub.add_parser("forward", help="time forward passes of a model preset on random inputs",
                        description="Build a preset with random weights and time forward passes on random inputs.")
     p.add_argument("--preset", default="base", help="model preset: base (the paper) or tiny")
@@ -103,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"lxmert {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

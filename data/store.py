@@ -1,0 +1,221 @@
+"""Region-feature stores: LMDB databases built from bottom-up-attention TSV files or per-image
+``.npz`` files, read zero-copy by every process that opens them.
+
+A store is a directory::
+
+    STORE/data.mdb       one record per image, key = img_id (utf-8)
+    STORE/manifest.json  count, dims, dtype, sources, checksum; written last
+
+It is built under ``STORE.partial`` and renamed to ``STORE`` only when complete, so an
+interrupted build never leaves a directory that looks finished. Readers open the database
+lazily, read-only and without locks in each process (DataLoader workers, ranks), and hand out
+numpy views into the memory map: start-up cost and resident memory do not grow with the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .features import DTYPE_CODES, MANIFEST, FORMAT, MAX_REGIONS, BadRecord, RegionRecord, check_record, decode, encode, iter_sources
+
+# --------------------------------------------------------------------------- building
+def _digest(key: bytes, value: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(key + b"\0" + value, digest_size=16).digest(), "little")
+
+
+def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtype: str = "float16",
+                skip_bad: bool = False, overwrite: bool = False, progress: bool = True,
+                commit_every: int = 500) -> dict:
+    """Convert the inputs into a store at ``out``; returns the manifest. Raises BadRecord on the
+    first bad record unless ``skip_bad`` (then bad records are counted and listed in the manifest)."""
+    import lmdb
+    from tqdm import tqdm
+
+    if dtype not in DTYPE_CODES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPE_CODES)}, got {dtype!r}")
+    if not tsv and not npz_dirs:
+        raise ValueError("nothing to convert: give --tsv files and/or --npz-dir folders")
+    for path in tsv:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such TSV file")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():  # left by a build that was killed
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    # The map size only reserves address space: the file grows with what is written.
+    env = lmdb.open(str(partial), map_size=1 << 40, subdir=True, lock=True, readahead=False, meminit=False)
+    count = checksum = 0
+    feat_dim: int | None = None
+    bad: list[str] = []
+    regions = [MAX_REGIONS, 0]
+    started = time.perf_counter()
+    try:
+        txn = env.begin(write=True)
+        bar = tqdm(iter_sources(tsv, npz_dirs), unit="img", desc=f"building {out.name}", disable=not progress,
+                   file=sys.stderr, mininterval=0.5)
+        for where, rec in bar:
+            if not isinstance(rec, BadRecord):
+                try:
+                    check_record(rec, f"{where}: img_id {rec.img_id!r}", feat_dim)
+                except BadRecord as exc:
+                    rec = exc
+            if isinstance(rec, BadRecord):
+                if not skip_bad:
+                    raise rec
+                bad.append(str(rec))
+                continue
+            key, value = rec.img_id.encode(), encode(rec, dtype)
+            if not txn.put(key, value, overwrite=False):
+                problem = f"{where}: img_id {rec.img_id!r}: duplicate img_id (already in the store)"
+                if not skip_bad:
+                    raise BadRecord(problem)
+                bad.append(problem)
+                continue
+            feat_dim = rec.features.shape[1]
+            regions = [min(regions[0], rec.num_boxes), max(regions[1], rec.num_boxes)]
+            checksum = (checksum + _digest(key, value)) % (1 << 128)
+            count += 1
+            if count % commit_every == 0:  # bounded memory: commit in chunks
+                txn.commit()
+                txn = env.begin(write=True)
+        txn.commit()
+        bar.close()
+        if count == 0:
+            raise BadRecord("no valid records in the inputs")
+        manifest = {
+            "format": FORMAT, "count": count, "feature_dim": feat_dim, "dtype": dtype,
+            "regions": {"min": regions[0], "max": regions[1]},
+            "sources": [str(Path(p).resolve()) for p in tsv] + [str(Path(d).resolve()) for d in npz_dirs],
+            "checksum": f"{checksum:032x}", "skipped": len(bad), "skipped_examples": bad[:20],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        env.sync(True)
+        env.close()
+        (partial / "lock.mdb").unlink(missing_ok=True)
+        tmp = partial / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, partial / MANIFEST)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(partial, out)
+        return manifest
+    except BaseException:
+        try:
+            env.close()
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def read_manifest(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        partial = path.with_name(path.name + ".partial")
+        hint = f" ({partial} is an unfinished build)" if partial.exists() else ""
+        raise FileNotFoundError(f"{path}: no such feature store{hint}")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no {MANIFEST}: not a complete feature store (interrupted build?)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path / MANIFEST}: unreadable ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+# One environment per store path and process: py-lmdb refuses to open a path twice in a
+# process, and an environment inherited through fork is closed and reopened in the child.
+_ENVS: dict[str, tuple[int, object, object]] = {}
+
+
+def _open(path: str):
+    import lmdb
+
+    pid = os.getpid()
+    entry = _ENVS.get(path)
+    if entry is not None:
+        if entry[0] == pid:
+            return entry[2]
+        entry[1].close()  # inherited from the parent: this process's copy only
+    env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, subdir=True, max_readers=2048)
+    txn = env.begin(buffers=True)  # one long read transaction: the store never changes
+    _ENVS[path] = (pid, env, txn)
+    return txn
+
+
+class FeatureStore:
+    """Read-only access to a store: ``len(store)``, ``img_id in store``, ``store[img_id]``.
+
+    Records are :class:`RegionRecord` whose arrays are read-only views into the memory map
+    (copy them to keep them past the store's life). The database opens on first access in
+    each process; the object pickles without it, so it crosses to spawned workers cheaply.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self._key = str(self.path.resolve())
+
+    def __len__(self) -> int:
+        return self.manifest["count"]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.manifest["feature_dim"]
+
+    def __contains__(self, img_id: object) -> bool:
+        return isinstance(img_id, str) and _open(self._key).get(img_id.encode()) is not None
+
+    def __getitem__(self, img_id: str) -> RegionRecord:
+        buf = _open(self._key).get(img_id.encode())
+        if buf is None:
+            raise KeyError(f"image {img_id!r} is not in feature store {self.path}")
+        return decode(img_id, buf)
+
+    def ids(self):
+        """Every img_id, in key order (a cursor walk; no record is decoded)."""
+        with _open(self._key).cursor() as cursor:
+            for key in cursor.iternext(keys=True, values=False):
+                yield bytes(key).decode()
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, {len(self)} images, dim {self.feature_dim}, {self.manifest['dtype']})"
+
+
+def verify_store(path: Path, progress: bool = True) -> dict:
+    """Decode every record and check it, its count and the checksum against the manifest."""
+    from tqdm import tqdm
+
+    store = FeatureStore(path)
+    manifest = store.manifest
+    checksum = count = 0
+    txn = _open(store._key)
+    with txn.cursor() as cursor:
+        for key, value in tqdm(cursor.iternext(), total=len(store), unit="img", desc=f"verifying {Path(path).name}",
+                               disable=not progress, file=sys.stderr, mininterval=0.5):
+            img_id = bytes(key).decode()
+            rec = decode(img_id, value)
+            check_record(rec, f"{path}: img_id {img_id!r}", manifest["feature_dim"])
+            checksum = (checksum + _digest(bytes(key), bytes(value))) % (1 << 128)
+            count += 1
+    if count != manifest["count"]:
+        raise ValueError(f"{path}: {count} records, the manifest says {manifest['count']}")
+    if f"{checksum:032x}" != manifest["checksum"]:
+        raise ValueError(f"{path}: checksum {checksum:032x} differs from the manifest's {manifest['checksum']}")
+    return manifest
+
+
+def store_info(path: Path) -> dict:
+    manifest = read_manifest(Path(path))
+    size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+    return {**manifest, "size_bytes": size}
