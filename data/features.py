@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import warnings
 import hashlib
 import json
 import os
@@ -22,6 +23,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import torch
+
+# Records are read-only views into the store's memory map; torch warns (once) when wrapping
+# them. Tensors made from them are only ever read or copied (see ``RegionRecord.tensor``).
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 MAGIC = b"LXR1"
 HEADER = struct.Struct("<4sHHIIII")  # magic, version, dtype code, N, D, img_h, img_w
@@ -49,7 +55,7 @@ class BadRecord(ValueError):
     """A malformed input record: the message names file, line (or file alone), img_id and problem."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RegionRecord:
     """One image's regions (read-only numpy arrays; views into the store when read from one)."""
 
@@ -66,6 +72,10 @@ class RegionRecord:
     @property
     def num_boxes(self) -> int:
         return self.boxes.shape[0]
+
+    def tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The features as a new (N, D) tensor of ``dtype`` (a copy, converted by torch)."""
+        return torch.from_numpy(self.features).to(dtype, copy=True)
 
     def normalized_boxes(self) -> np.ndarray:
         """(x1/W, y1/H, x2/W, y2/H) clipped to [0, 1], float32."""
@@ -94,16 +104,21 @@ def decode(img_id: str, buf) -> RegionRecord:
     magic, version, code, n, d, img_h, img_w = HEADER.unpack_from(buf, 0)
     if magic != MAGIC or version != 1 or code not in DTYPES:
         raise ValueError(f"record {img_id!r}: not a region record (magic {magic!r}, version {version})")
-    off = HEADER.size
-    arrays = []
-    for dtype, shape in ((np.float32, (n, 4)), (np.int32, (n,)), (np.float32, (n,)), (np.int32, (n,)),
-                         (np.float32, (n,)), (DTYPES[code], (n, d))):
-        count = int(np.prod(shape))
-        arrays.append(np.frombuffer(buf, dtype=dtype, count=count, offset=off).reshape(shape))
-        off += count * np.dtype(dtype).itemsize
-    if off != len(buf):
-        raise ValueError(f"record {img_id!r}: {len(buf)} bytes, expected {off}")
-    return RegionRecord(img_id, img_h, img_w, *arrays)
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    feat_dtype = DTYPES[code]
+    end = HEADER.size + 32 * n + n * d * feat_dtype().itemsize
+    if end != raw.size:
+        raise ValueError(f"record {img_id!r}: {raw.size} bytes, expected {end}")
+    o = HEADER.size
+    return RegionRecord(
+        img_id, img_h, img_w,
+        raw[o:o + 16 * n].view(np.float32).reshape(n, 4),
+        raw[o + 16 * n:o + 20 * n].view(np.int32),
+        raw[o + 20 * n:o + 24 * n].view(np.float32),
+        raw[o + 24 * n:o + 28 * n].view(np.int32),
+        raw[o + 28 * n:o + 32 * n].view(np.float32),
+        raw[o + 32 * n:].view(feat_dtype).reshape(n, d),
+    )
 
 
 # --------------------------------------------------------------------------- sources
