@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 # Create the venv (reusing a torch the base interpreter already has, e.g. a CUDA build),
-# install torch only if none is importable, then the project in editable mode.
+# install torch only if none is importable, then the project in editable mode with torch
+# pinned to the version present (so no dependency can replace it).
 $(STAMP): pyproject.toml
 	@if [ ! -x $(PY) ]; then \
 	  if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
@@ -26,7 +27,8 @@ $(STAMP): pyproject.toml
 	else \
 	  $(PY) -m pip install -q "$(CPU_TORCH)"; \
 	fi
-	$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	$(PY) -m pip install -q -e '.[dev]' -c $(VENV)/torch-constraint.txt
 	@touch $(STAMP)
 
 test: $(STAMP)

@@ -162,6 +162,8 @@ class LxmertConfig:
 
     def to_hf_dict(self, architecture: str = "LxmertForPreTraining") -> dict[str, Any]:
         """A ``config.json`` that ``transformers.LxmertConfig`` reads."""
+        if self.layer_norm_eps != 1e-12:
+            raise ValueError(f"LxmertConfig.layer_norm_eps={self.layer_norm_eps}: Hugging Face's LXMERT fixes 1e-12")
         values = {k: v for k, v in self.to_dict().items() if k not in ("loss_weights", "gradient_checkpointing", "layer_norm_eps")}
         return {"model_type": "lxmert", "architectures": [architecture], "tie_word_embeddings": True, **values}
 

@@ -34,7 +34,7 @@ def _check_shape(name: str, tensor: Tensor | None, expected: tuple[int | None, .
         return
     shape = tuple(tensor.shape)
     if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
-        pretty = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        pretty = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
         raise ValueError(f"{name}: expected shape {pretty}, got {shape}")
 
 

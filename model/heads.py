@@ -35,7 +35,7 @@ class MaskedLMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, x: Tensor, word: TiedEmbedding, sink: TiedGradient | None = None) -> Tensor:
-        return word.decode(self.transform(x), self.bias, sink)
+        return word(self.transform(x), sink, decode_bias=self.bias)
 
 
 class ObjectHead(nn.Module):

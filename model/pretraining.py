@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from . import weights as W
 from .config import OBJECTIVES, LxmertConfig
-from .encoder import LxmertModel
+from .encoder import LxmertModel, _check_shape
 from .heads import MaskedLMHead, ObjectHead, answer_head
 from .pretrained import LxmertPreTrainedModel
 from .tied import TiedGradient
@@ -95,12 +95,17 @@ class LxmertForPretraining(LxmertPreTrainedModel):
         ``obj_labels`` {"obj": (ids (B, R), weights (B, R)), "attr": (...), "feat": (features
         (B, R, F), weights (B, R))}; ``matched_label`` (B,) 1 = matching pair; ``ans`` (B,)
         answer id, -100 or -1 = none. ``full_mlm_logits`` forces (or skips) the (B, T, vocab)
-        projection; by default it is skipped when training with ``labels``.
+        projection; by default it is skipped in training (where only the positions carrying
+        a ``labels`` target are projected).
         """
         cfg = self.config
         sink = TiedGradient()
         enc = self.encoder(input_ids, visual_feats, visual_pos, attention_mask, visual_attention_mask,
                            token_type_ids, output_attentions, output_hidden_states, sink)
+        b, t = input_ids.shape
+        _check_shape("labels", labels, (b, t))
+        _check_shape("matched_label", matched_label, (b,))
+        _check_shape("ans", ans, (b,))
         lang, visn, pooled = enc.language_output, enc.vision_output, enc.pooled_output
         word = self.encoder.embeddings.word
         out = LxmertPretrainingOutput(
@@ -111,8 +116,8 @@ class LxmertForPretraining(LxmertPreTrainedModel):
             language_attentions=enc.language_attentions, vision_attentions=enc.vision_attentions,
             cross_attentions=enc.cross_attentions,
         )
-        if full_mlm_logits is None:
-            full_mlm_logits = not (self.training and labels is not None)
+        if full_mlm_logits is None:  # in training, project only where there are targets (or nowhere)
+            full_mlm_logits = not self.training
         if full_mlm_logits:
             out.prediction_logits = self.mlm_head(lang, word, sink)
 

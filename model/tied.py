@@ -28,18 +28,20 @@ class _Decoder(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, sink: TiedGradient) -> Tensor:
         ctx.save_for_backward(hidden, weight)
-        ctx.sink, ctx.has_bias = sink, bias is not None
+        ctx.sink, ctx.has_bias, ctx.weight_dtype = sink, bias is not None, weight.dtype
         return F.linear(hidden, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         hidden, weight = ctx.saved_tensors
+        # under autocast the forward ran in the autocast dtype: differentiate in the gradient's
+        hidden, weight = hidden.to(grad.dtype), weight.to(grad.dtype)
         g2 = grad.reshape(-1, grad.shape[-1])
         grad_hidden = grad @ weight if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[1]:
-            grad_weight = g2.t() @ hidden.reshape(-1, hidden.shape[-1])
+            grad_weight = (g2.t() @ hidden.reshape(-1, hidden.shape[-1])).to(ctx.weight_dtype)
             ctx.sink.grad = grad_weight if ctx.sink.grad is None else ctx.sink.grad.add_(grad_weight)
-        grad_bias = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_bias = g2.sum(0).to(ctx.weight_dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_hidden, None, grad_bias, None
 
 
@@ -65,17 +67,14 @@ class _Lookup(torch.autograd.Function):
 class TiedEmbedding(nn.Embedding):
     """``nn.Embedding`` whose table is also the masked-LM decoder weight.
 
-    ``forward(ids, sink)`` and ``decode(hidden, bias, sink)`` with the same
-    :class:`TiedGradient` produce one dense gradient for the table; with ``sink=None``
-    both are plain ``F.embedding`` / ``F.linear``.
+    ``self(ids, sink)`` looks up; ``self(hidden, sink, decode_bias=bias)`` decodes. Both go
+    through the module call, so wrappers that manage parameters with module hooks (ZeRO-3)
+    see both uses. With the same :class:`TiedGradient` the two produce one dense gradient
+    for the table; with ``sink=None`` they are plain ``F.embedding`` / ``F.linear``.
     """
 
-    def forward(self, ids: Tensor, sink: TiedGradient | None = None) -> Tensor:
-        if sink is None or not (torch.is_grad_enabled() and self.weight.requires_grad):
-            return F.embedding(ids, self.weight, self.padding_idx)
-        return _Lookup.apply(ids, self.weight, self.padding_idx, sink)
-
-    def decode(self, hidden: Tensor, bias: Tensor | None, sink: TiedGradient | None = None) -> Tensor:
-        if sink is None or not (torch.is_grad_enabled() and self.weight.requires_grad):
-            return F.linear(hidden, self.weight, bias)
-        return _Decoder.apply(hidden, self.weight, bias, sink)
+    def forward(self, x: Tensor, sink: TiedGradient | None = None, decode_bias: Tensor | None = None) -> Tensor:
+        tied = sink is not None and torch.is_grad_enabled() and self.weight.requires_grad
+        if decode_bias is not None:
+            return _Decoder.apply(x, self.weight, decode_bias, sink) if tied else F.linear(x, self.weight, decode_bias)
+        return _Lookup.apply(x, self.weight, self.padding_idx, sink) if tied else F.embedding(x, self.weight, self.padding_idx)

@@ -212,3 +212,70 @@ def test_cpu_dropout_statistics_and_reproducibility():
     rows = (y[:, :4] == 0).float().mean(0)  # the four 16-bit lanes of each draw are all used
     assert ((rows > 0.05) & (rows < 0.15)).all()
     assert torch.equal(drop.eval()(x), x)
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("labels", torch.full((3, 7), -100), r"labels: expected shape \(3, 9\), got \(3, 7\)"),
+    ("matched_label", torch.ones(2, dtype=torch.long), r"matched_label: expected shape \(3,\), got \(2,\)"),
+    ("ans", torch.zeros(3, 1, dtype=torch.long), r"ans: expected shape \(3,\), got \(3, 1\)"),
+])
+def test_target_shapes_are_checked(name, value, expected):
+    net = tiny().train()
+    batch = make_batch(net.config)
+    batch[name] = value
+    with pytest.raises(ValueError, match=expected):
+        net(**batch)
+
+
+def test_original_minus_one_object_and_attribute_ids_are_ignored():
+    net = tiny().eval()
+    batch = make_batch(net.config)
+    ids, weights = batch["obj_labels"]["obj"]
+    ids = ids.clone()
+    ids[:, :2] = -1
+    with torch.no_grad():
+        a = net(**dict(batch, obj_labels={**batch["obj_labels"], "obj": (ids, weights)})).losses["obj"]
+        b = net(**dict(batch, obj_labels={**batch["obj_labels"], "obj": (ids.masked_fill(ids == -1, -100), weights)})).losses["obj"]
+        zero_w = weights.clone()
+        zero_w[:, :2] = 0
+        c = net(**dict(batch, obj_labels={**batch["obj_labels"], "obj": (ids.clamp(min=0), zero_w)})).losses["obj"]
+    assert torch.equal(a, b) and torch.allclose(a, c)
+
+
+def _tied_reference_grad(net, batch, steps):
+    """Word-table gradient with plain autograd over ``steps`` accumulated forwards."""
+    word = net.encoder.embeddings.word
+    for _ in range(steps):
+        lang = net.encoder(batch["input_ids"], batch["visual_feats"], batch["visual_pos"], batch["attention_mask"]).language_output
+        logits = torch.nn.functional.linear(net.mlm_head.transform(lang), word.weight, net.mlm_head.bias)
+        torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1)).backward()
+    grad = word.weight.grad.clone()
+    net.zero_grad()
+    return grad
+
+
+def test_tied_gradient_under_accumulation_retain_graph_and_bf16():
+    for dtype in (torch.float32, torch.bfloat16):
+        net = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train().to(dtype)
+        batch = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in make_batch(net.config).items()}
+        only_mlm = {k: batch[k] for k in ("input_ids", "visual_feats", "visual_pos", "attention_mask", "labels")}
+        reference = _tied_reference_grad(net, batch, steps=2)
+        for _ in range(2):  # gradient accumulation: two forwards and backwards before reading .grad
+            net(**only_mlm).loss.backward()
+        tol = 1e-6 if dtype == torch.float32 else 2e-2 * reference.abs().max().item()
+        assert (net.encoder.embeddings.word.weight.grad.float() - reference.float()).abs().max() <= tol, dtype
+        net.zero_grad()
+        loss = net(**only_mlm).loss
+        loss.backward(retain_graph=True)
+        loss.backward()  # the same graph twice
+        assert (net.encoder.embeddings.word.weight.grad.float() - reference.float()).abs().max() <= tol, dtype
+
+
+def test_training_step_under_autocast():
+    net = tiny().train()
+    batch = make_batch(net.config)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = net(**batch)
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())
+    assert torch.isfinite(net.encoder.embeddings.word.weight.grad).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -67,6 +68,11 @@ def test_native_round_trip(tmp_path):
     ours = ours_from_hf(hf)
     ours.save_pretrained(tmp_path / "native")
     assert json.loads((tmp_path / "native" / "config.json").read_text())["format"] == "lxmert-deepspeed"
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "model.safetensors"):  # readable as any file the user writes
+        assert (tmp_path / "native" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert sorted(p.name for p in (tmp_path / "native").iterdir()) == ["config.json", "model.safetensors"]
     back = LxmertForPretraining.from_pretrained(tmp_path / "native")
     for (k, v), (k2, v2) in zip(ours.state_dict().items(), back.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k

@@ -1,0 +1,29 @@
+"""Tokenisation with a Hugging Face fast WordPiece tokenizer: ``[CLS] ... [SEP]``, 20 tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MAX_TOKENS = 20
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """A vocab.txt file, a folder holding one, a saved tokenizer folder, or a hub name
+    (``bert-base-uncased`` for real runs; nothing is downloaded for local paths)."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    path = Path(name_or_path)
+    if path.is_file():
+        return BertTokenizerFast(vocab_file=str(path), do_lower_case=True)
+    if path.is_dir():
+        if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
+            return AutoTokenizer.from_pretrained(str(path))
+        if (path / "vocab.txt").exists():
+            return BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+        raise FileNotFoundError(f"{path}: no vocab.txt or tokenizer files")
+    return AutoTokenizer.from_pretrained(str(name_or_path))
+
+
+def encode(tokenizer, sentence: str, max_tokens: int = MAX_TOKENS) -> list[int]:
+    """Token ids of ``[CLS] sentence [SEP]``, truncated to ``max_tokens``."""
+    return tokenizer(sentence, truncation=True, max_length=max_tokens)["input_ids"]
