@@ -10,18 +10,28 @@ MAX_TOKENS = 20
 def load_tokenizer(name_or_path: str | Path):
     """A vocab.txt file, a folder holding one, a saved tokenizer folder, or a hub name
     (``bert-base-uncased`` for real runs; nothing is downloaded for local paths)."""
-    from transformers import AutoTokenizer, BertTokenizerFast
+    from transformers import AutoTokenizer
 
     path = Path(name_or_path)
     if path.is_file():
-        return BertTokenizerFast(vocab_file=str(path), do_lower_case=True)
+        return _from_vocab(path)
     if path.is_dir():
         if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
             return AutoTokenizer.from_pretrained(str(path))
         if (path / "vocab.txt").exists():
-            return BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+            return _from_vocab(path / "vocab.txt")
         raise FileNotFoundError(f"{path}: no vocab.txt or tokenizer files")
     return AutoTokenizer.from_pretrained(str(name_or_path))
+
+
+def _from_vocab(vocab: Path):
+    """A lower-casing WordPiece tokenizer over a vocab.txt (transformers 4 and 5 name the argument differently)."""
+    import inspect
+
+    from transformers import BertTokenizerFast
+
+    arg = "vocab" if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters else "vocab_file"
+    return BertTokenizerFast(**{arg: str(vocab)}, do_lower_case=True)
 
 
 def encode(tokenizer, sentence: str, max_tokens: int = MAX_TOKENS) -> list[int]:

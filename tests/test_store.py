@@ -235,3 +235,16 @@ def test_dataloader_workers_after_the_parent_opened_the_store(tmp_path, start):
     got = torch.cat(feats)
     assert torch.equal(got, torch.stack([torch.from_numpy(r.features) for r in records]))
     assert os.getpid() not in set(torch.cat(pids).tolist())
+
+
+def test_npz_bad_input_names_the_file(tmp_path):
+    folder = tmp_path / "npz"
+    folder.mkdir()
+    r = record(0)
+    np.savez(folder / "img00000.npz", features=r.features, image_h=r.img_h, image_w=r.img_w)  # no boxes
+    with pytest.raises(ValueError, match=r"img00000.npz: img_id 'img00000': no boxes array \(accepted names: boxes, bbox"):
+        build_store(tmp_path / "store", npz_dirs=[folder], progress=False)
+    (folder / "img00000.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="img00000.npz: img_id 'img00000': unreadable npz"):
+        build_store(tmp_path / "store", npz_dirs=[folder], progress=False)
+    assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()

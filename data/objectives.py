@@ -1,0 +1,79 @@
+"""The pre-training objectives as separate, seeded transformations of one example.
+
+Every function takes an explicit ``torch.Generator``; the dataset seeds one per example
+from (seed, epoch, index), so an example's masks do not depend on workers or on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+IGNORE = -100
+
+
+@dataclass
+class ObjectiveConfig:
+    """Which objectives run and with what probabilities (the paper's values by default)."""
+
+    mlm: bool = True
+    mlm_probability: float = 0.15
+    visual: bool = True  # masked object prediction: feature regression and label classification
+    obj_mask_probability: float = 0.15
+    #: "confidence": obj/attr losses on all regions weighted by detector confidence (the original code);
+    #: "mask": only on masked regions.
+    label_weights: str = "confidence"
+    matching: bool = True
+    mismatch_probability: float = 0.5
+    qa: bool = True
+    qa_start_epoch: int = 0  # the paper's 10 + 10 schedule: 10 (per-objective loss weights: LxmertConfig.loss_weights)
+
+    def __post_init__(self) -> None:
+        for name in ("mlm_probability", "obj_mask_probability", "mismatch_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"objectives.{name} must be in [0, 1], got {value!r}")
+        if self.label_weights not in ("confidence", "mask"):
+            raise ValueError(f"objectives.label_weights must be 'confidence' or 'mask', got {self.label_weights!r}")
+        if self.qa_start_epoch < 0:
+            raise ValueError(f"objectives.qa_start_epoch must be >= 0, got {self.qa_start_epoch}")
+
+
+def mask_tokens(ids: Tensor, special: Tensor, vocab_size: int, mask_id: int, gen: torch.Generator,
+                probability: float = 0.15) -> tuple[Tensor, Tensor]:
+    """BERT masking: each non-special piece is chosen with ``probability``; a chosen piece
+    becomes [MASK] 80%, a random id 10%, stays 10%. Returns (inputs, labels with -100 elsewhere)."""
+    chosen = (torch.rand(ids.shape, generator=gen) < probability) & ~special
+    labels = torch.where(chosen, ids, IGNORE)
+    roll = torch.rand(ids.shape, generator=gen)
+    random_ids = torch.randint(0, vocab_size, ids.shape, generator=gen)
+    inputs = torch.where(chosen & (roll < 0.8), mask_id, ids)
+    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+def mask_regions(feats: Tensor, replacement: Tensor, gen: torch.Generator, probability: float = 0.15
+                 ) -> tuple[Tensor, Tensor]:
+    """Each region is chosen with ``probability``; a chosen region's feature becomes zeros 80%,
+    ``replacement`` (another image's region, same shape as ``feats``) 10%, stays 10%.
+    Returns (masked features, float mask of chosen regions). Boxes are never masked."""
+    n = feats.shape[0]
+    chosen = torch.rand(n, generator=gen) < probability
+    roll = torch.rand(n, generator=gen)
+    out = feats.clone()
+    out[chosen & (roll < 0.8)] = 0
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    out[swap] = replacement[swap].to(out.dtype)
+    return out, chosen.to(torch.float32)
+
+
+def sample_answer(answers: tuple[tuple[int, float], ...], gen: torch.Generator) -> int:
+    """One answer id, drawn with probability proportional to its score; -100 if none."""
+    if not answers:
+        return IGNORE
+    scores = torch.tensor([max(s, 0.0) for _, s in answers], dtype=torch.float64)
+    if scores.sum() <= 0:
+        return IGNORE
+    return answers[int(torch.multinomial(scores, 1, generator=gen))][0]

@@ -1,0 +1,88 @@
+"""The pre-training dataset: (image, sentence) items turned into the five objectives' inputs and targets."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from .corpus import Item
+from .objectives import IGNORE, ObjectiveConfig, mask_regions, mask_tokens, sample_answer
+from .tokenize import MAX_TOKENS, encode
+
+
+def example_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator of one example: a function of (seed, epoch, index) only."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % (2**63 - 1))
+
+
+class PretrainingDataset(Dataset):
+    """Indexed by ``(epoch, index)`` (as :class:`data.sampler.ResumableSampler` yields) or by
+    ``index`` (epoch 0). Every random choice comes from the example's own generator."""
+
+    def __init__(self, items: list[Item], store, tokenizer, objectives: ObjectiveConfig | None = None,
+                 seed: int = 0, max_tokens: int = MAX_TOKENS) -> None:
+        if not items:
+            raise ValueError("the pre-training corpus is empty")
+        self.items, self.store, self.tokenizer = items, store, tokenizer
+        self.objectives = objectives or ObjectiveConfig()
+        self.seed, self.max_tokens = seed, max_tokens
+        self.images = sorted({it.img_id for it in items})
+        self.special_ids = torch.tensor(sorted({tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}))
+        self.mask_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
+        if len(self.images) < 2 and self.objectives.matching:
+            raise ValueError("matching needs sentences from at least two images")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _other_item(self, img_id: str, gen: torch.Generator) -> Item:
+        """A random item from a different image (resampled until the image differs)."""
+        while True:
+            other = self.items[int(torch.randint(len(self.items), (1,), generator=gen))]
+            if other.img_id != img_id:
+                return other
+
+    def __getitem__(self, key) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        obj = self.objectives
+        gen = example_generator(self.seed, epoch, index)
+        item = self.items[index]
+
+        matched = 1
+        sent = item.sent
+        if obj.matching and float(torch.rand((), generator=gen)) < obj.mismatch_probability:
+            sent, matched = self._other_item(item.img_id, gen).sent, 0
+        ids = torch.tensor(encode(self.tokenizer, sent, self.max_tokens))
+        if obj.mlm:
+            special = torch.isin(ids, self.special_ids)
+            inputs, labels = mask_tokens(ids, special, self.vocab_size, self.mask_id, gen, obj.mlm_probability)
+        else:
+            inputs, labels = ids, torch.full_like(ids, IGNORE)
+
+        rec = self.store[item.img_id]
+        feats = rec.tensor(torch.float32)
+        boxes = torch.from_numpy(rec.normalized_boxes())
+        n = feats.shape[0]
+        mask = torch.zeros(n)
+        masked_feats = feats
+        if obj.visual:
+            other = self.store[self.images[int(torch.randint(len(self.images), (1,), generator=gen))]]
+            pick = torch.randint(other.num_boxes, (n,), generator=gen)
+            replacement = other.tensor(torch.float32)[pick]
+            masked_feats, mask = mask_regions(feats, replacement, gen, obj.obj_mask_probability)
+        obj_conf = torch.from_numpy(rec.objects_conf.copy())
+        attr_conf = torch.from_numpy(rec.attrs_conf.copy())
+        if obj.label_weights == "mask":
+            obj_conf, attr_conf = mask.clone(), mask.clone()
+        if not obj.visual:
+            obj_conf, attr_conf = torch.zeros(n), torch.zeros(n)
+
+        ans = IGNORE
+        if obj.qa and matched and epoch >= obj.qa_start_epoch:
+            ans = sample_answer(item.answers, gen)
+        return {
+            "input_ids": inputs, "labels": labels, "visual_feats": masked_feats, "visual_pos": boxes,
+            "obj_ids": torch.from_numpy(rec.objects_id.astype("int64")), "obj_weights": obj_conf,
+            "attr_ids": torch.from_numpy(rec.attrs_id.astype("int64")), "attr_weights": attr_conf,
+            "feat_targets": feats, "feat_mask": mask, "matched_label": matched, "ans": ans,
+        }

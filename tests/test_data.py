@@ -1,0 +1,281 @@
+"""Corpus, answers, tokenisation, the objectives, collation and the resumable sampler."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from data.answers import AnswerTable, normalize_answer
+from data.collate import collate_pretraining
+from data.corpus import load_corpus
+from data.objectives import ObjectiveConfig, mask_regions, mask_tokens, sample_answer
+from data.pretraining import PretrainingDataset
+from data.sampler import ResumableSampler
+from data.store import FeatureStore, build_store
+from data.synth import write_world
+from data.tokenize import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    info = write_world(root, images=60, feat_dim=32, regions=12, progress=False)
+    build_store(root / "store", [root / "features" / "train.tsv", root / "features" / "val.tsv"], progress=False)
+    return root, info
+
+
+def make_dataset(world, objectives=None, seed=0, **corpus_kw):
+    root, _ = world
+    answers = AnswerTable.from_file(root / "lxmert" / "all_ans.json")
+    store = FeatureStore(root / "store")
+    items, _ = load_corpus([root / "lxmert" / "train.json"], answers=answers, images=store, **corpus_kw)
+    return PretrainingDataset(items, store, load_tokenizer(root / "vocab.txt"), objectives, seed=seed)
+
+
+def test_answer_normalisation_and_table(tmp_path):
+    assert normalize_answer("The Grey.") == "gray"
+    assert normalize_answer("an apple") == "apple" and normalize_answer("two") == "2" and normalize_answer("Ten.") == "10"
+    (tmp_path / "all_ans.json").write_text(json.dumps([
+        {"ans": "Two", "dsets": ["vqa"]}, {"ans": "a dog", "dsets": ["gqa"]}, {"ans": "grey", "dsets": ["vqa", "gqa"]}]))
+    table = AnswerTable.from_file(tmp_path / "all_ans.json")
+    assert table.answers == ["2", "dog", "gray"] and table.id("the dog.") == 1 and table.id("cat") is None
+    assert AnswerTable.from_file(tmp_path / "all_ans.json", dsets=["vqa"]).answers == ["2", "gray"]
+
+
+def test_corpus_sources_and_missing_images(world, tmp_path):
+    root, info = world
+    answers = AnswerTable.from_file(root / "lxmert" / "all_ans.json")
+    items, report = load_corpus([root / "lxmert" / "train.json"], answers=answers)
+    assert {it.source for it in items} == {"mscoco", "vqa", "gqa"}
+    assert all(it.answers for it in items if it.source != "mscoco")
+    assert all(not it.answers for it in items if it.source == "mscoco")
+    only, _ = load_corpus([root / "lxmert" / "train.json"], sources=["vqa"], answers=answers)
+    assert {it.source for it in only} == {"vqa"} and 0 < len(only) < len(items)
+    half = {it.img_id for it in items[: len(items) // 2]}
+    kept, report = load_corpus([root / "lxmert" / "train.json"], answers=answers, images=half)
+    assert {it.img_id for it in kept} == half
+    assert report.missing_images == info["train_images"] - len(half) and report.dropped_items == len(items) - len(kept)
+    assert "not in the feature store" in str(report) and report.missing_examples
+    with pytest.raises(ValueError, match="corpus images are not in the feature store"):
+        load_corpus([root / "lxmert" / "train.json"], images=half, missing="error")
+
+
+def test_tokenizer_wraps_and_truncates(world):
+    root, _ = world
+    tok = load_tokenizer(root / "vocab.txt")
+    ids = tok("a red dog .")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.convert_ids_to_tokens(ids[1:-1]) == ["a", "red", "dog", "."]
+    from data.tokenize import encode
+    long = encode(tok, " ".join(["dog"] * 50))
+    assert len(long) == 20 and long[-1] == tok.sep_token_id
+
+
+def test_token_masking_statistics():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 1000, (200_000,))
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[::10] = True
+    inputs, labels = mask_tokens(ids, special, 1000, 4, gen)
+    chosen = labels != -100
+    assert not chosen[special].any()
+    rate = chosen.float().sum() / (~special).sum()
+    assert abs(rate - 0.15) < 0.005
+    assert torch.equal(labels[chosen], ids[chosen])
+    masked = (inputs[chosen] == 4).float().mean()
+    kept = (inputs[chosen] == ids[chosen]).float().mean()
+    assert abs(masked - 0.8) < 0.01 and abs(kept - (0.1 + 0.1 / 990)) < 0.01  # random ids rarely hit the original
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+
+
+def test_region_masking_statistics():
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.rand(100_000, 3) + 1.0
+    replacement = -torch.ones(100_000, 3)
+    out, mask = mask_regions(feats, replacement, gen)
+    chosen = mask.bool()
+    assert abs(chosen.float().mean() - 0.15) < 0.005
+    zero = (out[chosen] == 0).all(1).float().mean()
+    swapped = (out[chosen] == -1).all(1).float().mean()
+    kept = (out[chosen] == feats[chosen]).all(1).float().mean()
+    assert abs(zero - 0.8) < 0.01 and abs(swapped - 0.1) < 0.01 and abs(kept - 0.1) < 0.01
+    assert torch.equal(out[~chosen], feats[~chosen])
+
+
+def test_answer_sampling_follows_scores():
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.tensor([sample_answer(((3, 0.9), (7, 0.3)), gen) for _ in range(4000)])
+    assert abs((draws == 3).float().mean() - 0.75) < 0.03 and set(draws.tolist()) == {3, 7}
+    assert sample_answer((), gen) == -100
+
+
+def test_examples_matching_and_qa(world):
+    ds = make_dataset(world)
+    n = len(ds)
+    matched = mismatched_same_image = qa_on_mismatch = qa_on_caption = 0
+    tok = ds.tokenizer
+    for i in range(n):
+        ex = ds[(0, i)]
+        item = ds.items[i]
+        matched += ex["matched_label"]
+        if not ex["matched_label"]:
+            original = tok(item.sent, truncation=True, max_length=20)["input_ids"]
+            labels = ex["labels"]
+            restored = torch.where(labels != -100, labels, ex["input_ids"]).tolist()
+            mismatched_same_image += restored == original and any(
+                o.img_id == item.img_id and o.sent == item.sent for o in ds.items)
+            qa_on_mismatch += ex["ans"] != -100
+        if item.source == "mscoco":
+            qa_on_caption += ex["ans"] != -100
+    assert abs(matched / n - 0.5) < 0.06
+    assert mismatched_same_image == 0 and qa_on_mismatch == 0 and qa_on_caption == 0
+    qa_items = [i for i in range(n) if ds.items[i].answers]
+    with_answer = [ds[(0, i)] for i in qa_items]
+    got = [ex["ans"] for ex in with_answer if ex["matched_label"]]
+    assert got and all(a != -100 for a in got)
+
+
+def test_mismatched_sentences_come_from_other_images(world):
+    ds = make_dataset(world)
+    gen = torch.Generator().manual_seed(1)
+    for i in range(0, len(ds), 3):
+        assert ds._other_item(ds.items[i].img_id, gen).img_id != ds.items[i].img_id
+
+
+def test_label_weights_options_and_qa_start_epoch(world):
+    conf = make_dataset(world)[(0, 5)]
+    root, _ = world
+    rec = FeatureStore(root / "store")[make_dataset(world).items[5].img_id]
+    assert torch.equal(conf["obj_weights"], torch.from_numpy(rec.objects_conf.copy()))
+    mask_ds = make_dataset(world, ObjectiveConfig(label_weights="mask"))
+    ex = mask_ds[(0, 5)]
+    assert torch.equal(ex["obj_weights"], ex["feat_mask"]) and torch.equal(ex["attr_weights"], ex["feat_mask"])
+    late = make_dataset(world, ObjectiveConfig(qa_start_epoch=2))
+    assert all(late[(1, i)]["ans"] == -100 for i in range(len(late)))
+    assert any(late[(2, i)]["ans"] != -100 for i in range(len(late)))
+
+
+def test_examples_are_deterministic_per_epoch_and_index(world):
+    ds = make_dataset(world)
+    a, b, c = ds[(3, 7)], ds[(3, 7)], ds[(4, 7)]
+    assert all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
+    assert not all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(c[k])) for k in a)
+
+
+def test_collated_batch_feeds_the_model(world):
+    from model import LxmertConfig, LxmertForPretraining
+
+    root, info = world
+    ds = make_dataset(world)
+    batch = collate_pretraining([ds[(0, i)] for i in range(8)])
+    assert batch.input_ids.shape[0] == 8 and batch.visual_feats.shape == (8, 12, 32) and batch.visual_attention_mask is None
+    config = LxmertConfig.from_preset("tiny", vocab_size=info["vocab_size"], visual_feat_dim=32,
+                                      num_object_labels=info["num_object_labels"], num_attr_labels=info["num_attr_labels"],
+                                      num_qa_labels=info["num_answers"])
+    out = LxmertForPretraining(config).train()(**batch.model_inputs())
+    assert set(out.losses) == {"mlm", "matched", "obj", "attr", "feat", "qa"}
+    assert all(torch.isfinite(v) for v in out.losses.values())
+    out.loss.backward()
+
+
+def test_collate_pads_variable_regions():
+    ex = lambda n: {"input_ids": torch.tensor([2, 5, 3]), "labels": torch.tensor([-100, 5, -100]),  # noqa: E731
+                    "visual_feats": torch.ones(n, 4), "visual_pos": torch.ones(n, 4), "obj_ids": torch.zeros(n, dtype=torch.long),
+                    "obj_weights": torch.ones(n), "attr_ids": torch.zeros(n, dtype=torch.long), "attr_weights": torch.ones(n),
+                    "feat_targets": torch.ones(n, 4), "feat_mask": torch.ones(n), "matched_label": 1, "ans": -100}
+    batch = collate_pretraining([ex(10), ex(12)])
+    assert batch.visual_attention_mask.tolist() == [[1] * 10 + [0, 0], [1] * 12]
+    assert batch.obj_weights[0, 10:].sum() == 0 and (batch.obj_ids[0, 10:] == -100).all()
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_sampler_shards_and_resume(world_size):
+    full = [ResumableSampler(103, r, world_size, seed=5) for r in range(world_size)]
+    shards = [list(s) for s in full]
+    flat = [i for shard in shards for _, i in shard]
+    assert len(flat) == len(set(flat)) == 103 - 103 % world_size  # disjoint, equal shards
+    assert [list(ResumableSampler(103, r, world_size, seed=5)) for r in range(world_size)] == shards
+    for r, s in enumerate(full):
+        s.set_epoch(1)
+        assert list(s) != shards[r]
+    for r in range(world_size):  # stop after 17 examples, save, resume in a new sampler
+        first = ResumableSampler(103, r, world_size, seed=5)
+        seen = list(first)[:17]
+        first.advance(17)
+        resumed = ResumableSampler(103, r, world_size, seed=5)
+        resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+        assert seen + list(resumed) == shards[r]
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_loader_resume_with_workers_gives_the_same_batches(world, world_size):
+    ds = make_dataset(world)
+
+    def loader(sampler):
+        return torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2, collate_fn=collate_pretraining,
+                                           multiprocessing_context="fork")
+
+    for rank in range(world_size):
+        straight = [b for b in loader(ResumableSampler(len(ds), rank, world_size, seed=1))]
+        first = ResumableSampler(len(ds), rank, world_size, seed=1)
+        it = iter(loader(first))
+        for _ in range(3):
+            next(it)
+            first.advance(4)
+        state = first.state_dict()
+        del it
+        resumed = ResumableSampler(len(ds), rank, world_size, seed=1)
+        resumed.load_state_dict(state)
+        rest = list(loader(resumed))
+        assert len(rest) == len(straight) - 3
+        for a, b in zip(rest, straight[3:]):
+            assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
+            assert torch.equal(a.visual_feats, b.visual_feats) and torch.equal(a.ans, b.ans)
+
+
+def test_task_datasets_feed_the_task_models(world, tmp_path):
+    from data.tasks import NLVR2Dataset, QADataset, collate_nlvr2, collate_qa, load_label_vocab
+    from model import LxmertConfig, LxmertForNLVR2, LxmertForQuestionAnswering
+
+    root, info = world
+    store, tok = FeatureStore(root / "store"), load_tokenizer(root / "vocab.txt")
+    for task, split in (("vqa", "train"), ("gqa", "testdev")):
+        vocab = load_label_vocab(root / task / "trainval_ans2label.json")
+        ds = QADataset([root / task / f"{split}.json"], store, tok, vocab)
+        batch = collate_qa([ds[i] for i in range(6)])
+        row = ds.rows[0]
+        for ans, score in row["label"].items():
+            assert batch.labels[0, vocab[ans]] == score
+        assert batch.labels[0].sum() == sum(row["label"].values()) and batch.ids[0] == row["question_id"]
+        net = LxmertForQuestionAnswering(LxmertConfig.from_preset("tiny", vocab_size=info["vocab_size"], visual_feat_dim=32,
+                                                                  num_qa_labels=len(vocab)))
+        assert torch.isfinite(net(**batch.model_inputs()).loss)
+    nlvr2 = NLVR2Dataset([root / "nlvr2" / "valid.json"], store, tok)
+    batch = collate_nlvr2([nlvr2[i] for i in range(4)])
+    assert batch.visual_feats.shape == (4, 2, 12, 32)
+    first = nlvr2.rows[0]
+    assert torch.equal(batch.visual_feats[0, 1], store[first["img1"]].tensor())
+    net = LxmertForNLVR2(LxmertConfig.from_preset("tiny", vocab_size=info["vocab_size"], visual_feat_dim=32))
+    assert net(**batch.model_inputs()).logits.shape == (4, 2)
+
+
+def test_task_files_bad_input(world, tmp_path):
+    from data.tasks import NLVR2Dataset, QADataset, load_label_vocab
+
+    root, _ = world
+    store, tok = FeatureStore(root / "store"), load_tokenizer(root / "vocab.txt")
+    vocab = load_label_vocab(root / "vqa" / "trainval_ans2label.json")
+    (tmp_path / "bad.json").write_text(json.dumps([{"question_id": 1, "sent": "what ?"}]))
+    with pytest.raises(ValueError, match=r"bad.json: example 0 lacks 'img_id'"):
+        QADataset([tmp_path / "bad.json"], store, tok, vocab)
+    (tmp_path / "unknown.json").write_text(json.dumps([{"question_id": 7, "img_id": "synth000001", "sent": "what ?",
+                                                        "label": {"zebra": 1.0}}]))
+    assert QADataset([tmp_path / "unknown.json"], store, tok, vocab).unknown_answers == 1
+    with pytest.raises(ValueError, match="question 7: answer 'zebra' is not in the label vocabulary"):
+        QADataset([tmp_path / "unknown.json"], store, tok, vocab, strict=True)
+    (tmp_path / "noimg.json").write_text(json.dumps([{"identifier": "x", "img0": "synth000001", "img1": "nope",
+                                                      "sent": "s", "label": 1}]))
+    with pytest.raises(ValueError, match="not in the feature store .* e.g. nope"):
+        NLVR2Dataset([tmp_path / "noimg.json"], store, tok)
