@@ -39,6 +39,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/model_speed.py
+	$(PY) bench/feature_store.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
