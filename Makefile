@@ -32,6 +32,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
+	$(PY) -m ruff check --select F,E9 --output-format concise model data launcher bench tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

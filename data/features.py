@@ -11,13 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import warnings
-import hashlib
-import json
-import os
-import shutil
 import struct
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
