@@ -35,8 +35,15 @@ test: $(STAMP)
 	$(PY) -m ruff check --select F,E9 --output-format concise model data launcher bench tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The synthetic world, its feature store, 2-rank pre-training through the deepspeed launcher,
+# consolidation into one model (fine-tuning joins with the finetune module).
 demo: $(STAMP)
-	$(VENV)/bin/lxmert forward --preset base
+	rm -rf demo
+	$(VENV)/bin/lxmert synth --out demo/world --images 600 --feat-dim 2048
+	$(VENV)/bin/lxmert features build --tsv demo/world/features/train.tsv --tsv demo/world/features/val.tsv --out demo/world/store
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/deepspeed --num_gpus 2 launcher/pretrain.py --config launcher/configs/synth_tiny.yaml
+	$(VENV)/bin/lxmert consolidate demo/pretrain/checkpoints demo/model
+	@echo "demo: model in demo/model, TensorBoard logs in demo/pretrain/tensorboard (tensorboard --logdir demo/pretrain/tensorboard)"
 
 bench: $(STAMP)
 	$(PY) bench/model_speed.py

@@ -95,6 +95,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consolidate(args: argparse.Namespace) -> int:
+    """One fp32 model from a ZeRO checkpoint directory."""
+    from launcher.checkpoint import consolidate
+
+    out = consolidate(args.ckpt_dir, args.out_dir, tag=args.tag, hf=args.hf)
+    print(f"wrote {out} ({'Hugging Face' if args.hf else 'native'} layout)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lxmert", description="LXMERT pre-training and fine-tuning with DeepSpeed.",
@@ -145,6 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     i = fsub.add_parser("info", help="print count, dims, dtype and size on disk")
     i.add_argument("store", type=Path)
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("pretrain", help="pre-train in this process (launchers: see launcher/pretrain.py)",
+                       description="Pre-train in one process; for several ranks start launcher/pretrain.py with "
+                                   "deepspeed, torchrun, mpirun or srun. Arguments as launcher/pretrain.py.",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: __import__("launcher.pretrain", fromlist=["main"]).main(a.args))
+
+    p = sub.add_parser("consolidate", help="turn a ZeRO checkpoint into one fp32 model",
+                       description="Consolidate a ZeRO 1/2/3 checkpoint directory (the run's checkpoints/ folder) "
+                                   "into model.safetensors + config.json (+ vocab.txt), via DeepSpeed's zero_to_fp32.")
+    p.add_argument("ckpt_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--tag", help="checkpoint tag (default: the latest complete one)")
+    p.add_argument("--hf", action="store_true", help="write the Hugging Face layout (transformers loads it)")
+    p.set_defaults(func=cmd_consolidate)
 
     p = sub.add_parser("synth", help="write a small synthetic world in the original file formats",
                        description="Write feature TSVs, the pre-training corpus, the answer table, VQA/GQA/NLVR2 task "

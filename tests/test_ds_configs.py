@@ -22,7 +22,7 @@ def test_config_parses(path):
     from deepspeed.runtime.config import DeepSpeedConfig
 
     parsed = DeepSpeedConfig(json.loads(path.read_text()))
-    stage, precision = re.match(r"zero(\d)_(?:offload_)?(fp16|bf16)", path.stem).groups()
+    stage, precision = re.match(r"zero(\d)_(?:offload_)?(fp16|bf16|fp32)", path.stem).groups()
     assert parsed.zero_optimization_stage == int(stage)
     assert parsed.float16_config.enabled == (precision == "fp16")
     assert parsed.bfloat16_config.enabled == (precision == "bf16")

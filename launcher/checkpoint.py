@@ -1,0 +1,98 @@
+"""Checkpoints: DeepSpeed's ZeRO checkpoints with our client state, the latest COMPLETE one,
+keeping the last K, and consolidation into one fp32 model."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+COMPLETE = "COMPLETE"  # written into a tag folder once every rank has saved
+_TAG = re.compile(r"^step(\d+)$")
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def complete_tags(ckpt_dir: Path) -> list[str]:
+    """Tags with a COMPLETE marker, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    tags = [(int(m[1]), p.name) for p in ckpt_dir.iterdir() if (m := _TAG.match(p.name)) and (p / COMPLETE).exists()]
+    return [name for _, name in sorted(tags)]
+
+
+def save(engine, ckpt_dir: Path, step: int, client_state: dict, keep: int) -> str:
+    """Save on every rank; mark complete and prune old tags on rank 0 once all ranks are done."""
+    tag = f"step{step}"
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        (ckpt_dir / tag / COMPLETE).write_text(f"{step}\n")
+        for old in complete_tags(ckpt_dir)[:-keep]:
+            shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+    dist.barrier()
+    return tag
+
+
+def resolve_resume(ckpt_dir: Path, resume: str | None) -> str | None:
+    """``None``/"none": start fresh; "auto": the latest complete tag, if any; else that tag."""
+    if resume in (None, "none"):
+        return None
+    tags = complete_tags(ckpt_dir)
+    if resume == "auto":
+        return tags[-1] if tags else None
+    if resume not in tags:
+        raise ValueError(f"--resume {resume}: no complete checkpoint of that tag in {ckpt_dir} (complete: {tags or 'none'})")
+    return resume
+
+
+def check_uniform_precision(tag_dir: Path) -> None:
+    """Refuse a tag holding optimizer shards of several precisions (saved twice with different configs)."""
+    kinds = {re.sub(r"zero_pp_rank_\d+_mp_rank_\d+_optim_states\.pt$", "", p.name) for p in tag_dir.glob("*optim_states.pt")}
+    if len(kinds) > 1:
+        raise ValueError(f"{tag_dir}: optimizer shards of mixed precision ({sorted(k or 'fp32' for k in kinds)}); "
+                         f"keep one run's shards per tag")
+
+
+def consolidate(ckpt_dir: Path, out_dir: Path, tag: str | None = None, hf: bool = False) -> Path:
+    """One fp32 model (safetensors + config) from a ZeRO 1/2/3 checkpoint, through DeepSpeed's
+    zero_to_fp32; the model config comes from the checkpoint's client state."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from model import LxmertConfig, LxmertForPretraining
+
+    ckpt_dir = Path(ckpt_dir)
+    tag = tag or (complete_tags(ckpt_dir) or [None])[-1]
+    if tag is None:
+        raise FileNotFoundError(f"{ckpt_dir}: no complete checkpoint")
+    tag_dir = ckpt_dir / tag
+    if not (tag_dir / COMPLETE).exists():
+        raise ValueError(f"{tag_dir}: not a complete checkpoint")
+    check_uniform_precision(tag_dir)
+    client = torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    config = LxmertConfig.from_dict(client["model_config"])
+    state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
+    model = LxmertForPretraining(config)
+    model.load_native_state({k: v.float() for k, v in state.items()}, source=str(tag_dir))
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, hf=hf)
+    vocab = client.get("tokenizer_vocab")
+    if vocab and Path(vocab).is_file():
+        shutil.copyfile(vocab, out_dir / "vocab.txt")
+    return out_dir

@@ -1,0 +1,87 @@
+"""Processes and DeepSpeed: distributed start-up, the DeepSpeed config of a run, the engine."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig, reconcile_batch
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group, whichever launcher started us (deepspeed, torchrun, Slurm, mpirun
+    through mpi4py, or a plain process). Returns (rank, world size)."""
+    import deepspeed
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if "RANK" not in os.environ and "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
+        os.environ.setdefault("RANK", os.environ["SLURM_PROCID"])
+        os.environ.setdefault("WORLD_SIZE", os.environ["SLURM_NTASKS"])
+        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+    single = not any(k in os.environ for k in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"))
+    if single:  # a plain process: a one-rank group on a free local port
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=not single, verbose=False)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def precision_of(ds_config: dict) -> str:
+    if ds_config.get("fp16", {}).get("enabled"):
+        return "fp16"
+    if ds_config.get("bf16", {}).get("enabled"):
+        return "bf16"
+    return "fp32"
+
+
+def deepspeed_config(run: RunConfig, world_size: int, total_steps: int) -> dict:
+    """The run's DeepSpeed config: its JSON file with batch sizes, optimizer (AdamW, no hand-written
+    code), the paper's schedule (linear warmup then linear decay) and clipping filled in."""
+    path = Path(run.deepspeed)
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable DeepSpeed config ({exc})") from None
+    t = run.train
+    accumulation = reconcile_batch(t.global_batch_size, t.micro_batch_size, world_size)
+    config.update(
+        train_batch_size=t.global_batch_size, train_micro_batch_size_per_gpu=t.micro_batch_size,
+        gradient_accumulation_steps=accumulation, gradient_clipping=t.gradient_clipping,
+        steps_per_print=config.get("steps_per_print", 10**9),
+    )
+    config["optimizer"] = {"type": "AdamW", "params": {"lr": t.lr, "betas": [0.9, 0.999], "eps": 1e-6,
+                                                      "weight_decay": t.weight_decay, "torch_adam": True}}
+    config["scheduler"] = {"type": "WarmupDecayLR", "params": {
+        "total_num_steps": max(1, total_steps), "warmup_min_lr": 0.0, "warmup_max_lr": t.lr,
+        "warmup_num_steps": int(t.warmup_ratio * total_steps), "warmup_type": "linear"}}
+    return config
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: not on biases and LayerNorm weights (the original recipe)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_engine(model: torch.nn.Module, config: dict, weight_decay: float):
+    import deepspeed
+
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameter_groups(model, weight_decay),
+                                           config=config)
+    return engine
