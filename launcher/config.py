@@ -90,13 +90,27 @@ def _build(cls, values: dict, prefix: str):
         if sub is not None and dataclasses.is_dataclass(sub):
             kwargs[name] = _build(sub, value, f"{prefix}{name}.")
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, str(known[name].type), prefix + name)
     try:
         return cls(**kwargs)
     except ValueError:
         raise
     except TypeError as exc:
         raise ValueError(f"{prefix or 'config'}: {exc}") from None
+
+
+def _coerce(value: Any, annotation: str, name: str) -> Any:
+    """Numbers written as strings (YAML reads ``3e-5`` as text) become the field's type."""
+    if isinstance(value, str) and value.strip().lower() not in ("none", "null"):
+        for kind in (int, float):
+            if annotation.split(" ")[0] == kind.__name__:
+                try:
+                    return kind(value)
+                except ValueError:
+                    raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+    if isinstance(value, int) and not isinstance(value, bool) and annotation.startswith("float"):
+        return float(value)
+    return value
 
 
 def apply_override(values: dict, dotted: str) -> None:

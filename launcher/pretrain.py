@@ -99,7 +99,11 @@ def loader(dataset, sampler, run: RunConfig, batch_size: int):
     from data.collate import collate_pretraining
 
     workers = run.data.num_workers
+    # The loader draws its workers' base seed from its own generator, not the global one, so that
+    # starting a loader (as a resumed run does mid-epoch) leaves the dropout random stream untouched.
+    # (Examples are seeded by (seed, epoch, index) anyway.)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                       generator=torch.Generator().manual_seed(run.train.seed),
                                        collate_fn=collate_pretraining, pin_memory=torch.cuda.is_available(),
                                        persistent_workers=False, prefetch_factor=4 if workers else None, drop_last=True)
 

