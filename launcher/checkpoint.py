@@ -70,6 +70,15 @@ def check_uniform_precision(tag_dir: Path) -> None:
                          f"keep one run's shards per tag")
 
 
+def model_states_file(tag_dir: Path) -> Path:
+    """Rank 0's model-states file: ``mp_rank_00_model_states.pt`` (ZeRO 1/2) or
+    ``zero_pp_rank_0_mp_rank_00_model_states.pt`` (ZeRO-3)."""
+    for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt"):
+        if (tag_dir / name).exists():
+            return tag_dir / name
+    raise FileNotFoundError(f"{tag_dir}: no model states file (not a DeepSpeed checkpoint?)")
+
+
 def consolidate(ckpt_dir: Path, out_dir: Path, tag: str | None = None, hf: bool = False) -> Path:
     """One fp32 model (safetensors + config) from a ZeRO 1/2/3 checkpoint, through DeepSpeed's
     zero_to_fp32; the model config comes from the checkpoint's client state."""
@@ -85,7 +94,7 @@ def consolidate(ckpt_dir: Path, out_dir: Path, tag: str | None = None, hf: bool 
     if not (tag_dir / COMPLETE).exists():
         raise ValueError(f"{tag_dir}: not a complete checkpoint")
     check_uniform_precision(tag_dir)
-    client = torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    client = torch.load(model_states_file(tag_dir), map_location="cpu", weights_only=False)
     config = LxmertConfig.from_dict(client["model_config"])
     state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
     model = LxmertForPretraining(config)

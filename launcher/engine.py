@@ -66,7 +66,7 @@ def deepspeed_config(run: RunConfig, world_size: int, total_steps: int) -> dict:
                                                       "weight_decay": t.weight_decay, "torch_adam": True}}
     config["scheduler"] = {"type": "WarmupDecayLR", "params": {
         "total_num_steps": max(1, total_steps), "warmup_min_lr": 0.0, "warmup_max_lr": t.lr,
-        "warmup_num_steps": int(t.warmup_ratio * total_steps), "warmup_type": "linear"}}
+        "warmup_num_steps": max(1, int(t.warmup_ratio * total_steps)), "warmup_type": "linear"}}
     return config
 
 
