@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LxmertConfig
+from .layers import LayerNorm
 from .tied import TiedEmbedding, TiedGradient
 
 
@@ -16,7 +17,7 @@ class HeadTransform(nn.Module):
     def __init__(self, config: LxmertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(F.gelu(self.dense(x)))
@@ -60,7 +61,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, num_labels: int, eps: float) -> None:
         super().__init__()
         self.fc = nn.Linear(in_dim, hidden_dim)
-        self.norm = nn.LayerNorm(hidden_dim, eps=eps)
+        self.norm = LayerNorm(hidden_dim, eps=eps)
         self.out = nn.Linear(hidden_dim, num_labels)
 
     def forward(self, x: Tensor) -> Tensor:

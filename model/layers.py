@@ -10,6 +10,22 @@ from .config import LxmertConfig
 from .tied import TiedEmbedding, TiedGradient
 
 
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm that normalises fp16 inputs in fp32 (the output keeps the input's dtype).
+
+    With the paper's eps of 1e-12, a row with no variance - the feature projection of a masked
+    (zeroed) region while its bias is still zero - has 1/sqrt(var + eps) = 1e6, beyond fp16's
+    range: in fp16 every gradient overflows and the loss scaler skips every step. fp32 and bf16
+    (fp32's exponent range) run unchanged.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float16:
+            return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(),
+                                self.eps).to(x.dtype)
+        return super().forward(x)
+
+
 class Dropout(nn.Module):
     """Dropout whose CPU path draws four 16-bit random numbers per 64-bit draw of the
     default generator: about 3x faster than ``torch.nn.Dropout`` on CPU, where dropout
@@ -56,7 +72,7 @@ class LanguageEmbeddings(nn.Module):
         self.word = TiedEmbedding(config.vocab_size, config.hidden_size, padding_idx=0)
         self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size, padding_idx=0)
         self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size, padding_idx=0)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None, sink: TiedGradient | None = None) -> Tensor:
@@ -73,9 +89,9 @@ class VisualEmbeddings(nn.Module):
     def __init__(self, config: LxmertConfig) -> None:
         super().__init__()
         self.feat_proj = nn.Linear(config.visual_feat_dim, config.hidden_size)
-        self.feat_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feat_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.box_proj = nn.Linear(config.visual_pos_dim, config.hidden_size)
-        self.box_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.box_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, feats: Tensor, boxes: Tensor) -> Tensor:
@@ -97,7 +113,7 @@ class Attention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.qkv = nn.Linear(h, 3 * h)
         self.out = nn.Linear(h, h)
-        self.norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.norm = LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.attn_dropout = config.attention_probs_dropout_prob
 
@@ -150,7 +166,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.up = nn.Linear(config.hidden_size, config.intermediate_size)
         self.down = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: Tensor) -> Tensor:

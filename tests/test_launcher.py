@@ -252,3 +252,27 @@ def test_zero3_through_torchrun_trains_like_zero2(world, tmp_path):
         assert torch.allclose(a, b, atol=2e-5), name
     moved = [n for n, p in start.state_dict().items() if not torch.equal(p, z2.state_dict()[n])]
     assert "encoder.embeddings.word.weight" in moved and "mlm_head.bias" in moved
+
+
+def test_fp16_dynamic_loss_scaling_skips_overflow_steps(world, tmp_path):
+    """The fp16 engine (ZeRO-2, dynamic loss scaling) on CPU through a test-only wrapper: a loss
+    scale of 2^24 overflows the fp16 gradients; those steps are skipped and counted, the scale
+    comes down, and training goes on with finite losses."""
+    import json
+
+    config = json.loads((ROOT / "ds_configs" / "zero2_fp16.json").read_text())
+    config["fp16"].update(initial_scale_power=24, hysteresis=1)
+    (tmp_path / "fp16.json").write_text(json.dumps(config))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    args = run_args(world, run_dir, "zero2_fp16.json", "train.max_steps=24", "log.every=1")
+    args = [a if not a.startswith("deepspeed=") else f"deepspeed={tmp_path / 'fp16.json'}" for a in args]
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "fp16_on_cpu.py"), *args], capture_output=True, text=True,
+                         timeout=600, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    skipped = tb_scalar(run_dir, "skipped_steps")
+    scale = tb_scalar(run_dir, "loss_scale")
+    assert skipped[24] > 0 and skipped[24] < 24
+    assert scale[24] < scale[1] <= 2.0**24
+    assert all(torch.isfinite(torch.tensor(list(losses(run_dir).values()))))
+    assert tb_scalar(run_dir, "loss/total")[24] < tb_scalar(run_dir, "loss/total")[1]

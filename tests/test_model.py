@@ -279,3 +279,16 @@ def test_training_step_under_autocast():
     out.loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())
     assert torch.isfinite(net.encoder.embeddings.word.weight.grad).all()
+
+
+def test_fp16_gradients_stay_finite_for_zeroed_regions():
+    """A masked region's features are zeros; with a zero feature bias its projection has no variance,
+    and with eps=1e-12 LayerNorm's 1/sqrt(var + eps) = 1e6 overflows fp16 unless normalised in fp32."""
+    net = tiny().half().train()
+    batch = make_batch(net.config)
+    batch = {k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
+    batch["visual_feats"][:, :2] = 0
+    out = net(**batch)
+    out.loss.backward()
+    assert out.feat_prediction.dtype == torch.float16
+    assert [n for n, p in net.named_parameters() if not torch.isfinite(p.grad).all()] == []
