@@ -121,6 +121,7 @@ class Meter:
     def reset(self) -> None:
         self.sums = torch.zeros(len(OBJECTIVE_NAMES) + 2, dtype=torch.float64)  # objectives, total, count
         self.samples = 0
+        self.data_wait = 0.0  # seconds spent waiting for the next batch
         self.start = time.perf_counter()
 
     def add(self, out, batch_size: int) -> None:
@@ -139,8 +140,31 @@ class Meter:
         values["loss/total"] = sums[-2].item() / n
         samples = torch.tensor([float(self.samples)], device=self.device)
         dist.all_reduce(samples)
-        values["samples_per_sec"] = samples.item() / max(time.perf_counter() - self.start, 1e-9)
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        values["samples_per_sec"] = samples.item() / elapsed
+        values["data_wait_fraction"] = self.data_wait / elapsed
         return values
+
+
+class Throughput:
+    """Whole-run samples/s and share of time waiting for data, after the first steps (warm-up)."""
+
+    def __init__(self, global_batch: int) -> None:
+        self.global_batch, self.begin, self.first_step, self.wait = global_batch, None, 0, 0.0
+
+    def start(self, step: int) -> None:
+        self.begin, self.first_step, self.wait = time.perf_counter(), step, 0.0
+
+    def summary(self, step: int) -> dict | None:
+        if self.begin is None or step <= self.first_step:
+            return None
+        seconds = time.perf_counter() - self.begin
+        out = {"steps": step - self.first_step, "seconds": seconds,
+               "samples_per_sec": (step - self.first_step) * self.global_batch / seconds,
+               "data_wait_fraction": self.wait / seconds}
+        if torch.cuda.is_available():
+            out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
 
 
 @torch.no_grad()
@@ -224,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stopper = Stopper()
     meter = Meter(engine.device)
+    throughput = Throughput(run.train.global_batch_size)
     loss_file = open(run_dir / "losses.txt", "a") if rank == 0 else None  # step, loss of rank 0's micro batch
     bar = None
     if rank == 0 and run.log.progress:
@@ -246,8 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     while not done:
         if sampler.epoch != epoch:
             sampler.set_epoch(epoch)
-        for batch in loader(train_set, sampler, run, micro):
-            batch = batch.to(engine.device)
+        batches = iter(loader(train_set, sampler, run, micro))
+        while True:
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            meter.data_wait += time.perf_counter() - waited
+            throughput.wait += time.perf_counter() - waited
+            if batch is None:
+                break
+            batch = batch.to(engine.device, non_blocking=True)
             out = engine(**batch.model_inputs())
             engine.backward(out.loss)
             boundary = engine.is_gradient_accumulation_boundary()
@@ -288,10 +320,12 @@ def main(argv: list[str] | None = None) -> int:
                 if rank == 0:
                     print(f"stopped by signal at step {step}; checkpoint saved", flush=True)
                 return 0
+            if step == 3:
+                throughput.start(step)
             if step >= total_steps:
                 done = True
                 break
-        else:
+        if not done:  # the epoch's data is exhausted
             epoch += 1
             if valid_set is not None and not run.log.valid_every:
                 values = validate(engine, valid_set, run, rank, world)
@@ -303,7 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     if writer is not None:
         writer.close()
         loss_file.close()
+    summary = throughput.summary(step)
     if rank == 0:
+        if summary is not None:
+            import json
+
+            (run_dir / "throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
+            print(f"throughput after warm-up: {summary['samples_per_sec']:.1f} samples/s, "
+                  f"{summary['data_wait_fraction']:.1%} of the time waiting for data", flush=True)
         print(f"done: {step} steps; checkpoints in {ckpt_dir}, TensorBoard logs in {run_dir / 'tensorboard'}", flush=True)
     return 0
 

@@ -1,0 +1,119 @@
+"""Whole pre-training step throughput: data loading, masking, forward, backward, optimizer step.
+
+Builds a synthetic world (36 regions x 2048 features, as real stores) and its feature store,
+then runs the real job (launcher/pretrain.py; the deepspeed launcher for several ranks) for
+each preset and rank count, and prints samples/s after warm-up and the share of the time spent
+waiting for data (target: under 5%). On a GPU it adds model FLOPs utilisation (model FLOPs of
+our step, counted by torch's FLOP counter) and peak memory.
+
+    python bench/pretrain_throughput.py [--presets tiny,base] [--ranks 1,2] [--steps 20]
+    python bench/pretrain_throughput.py --presets base --ranks 1 --ds ds_configs/zero2_fp16.json   # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GPU_PEAK = {"H100": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}, "H200": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}}
+
+
+def flops_per_example(preset: str, world: Path, micro: int) -> float:
+    """Forward + backward FLOPs of our model on one collated batch of this world, per example."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from data.answers import AnswerTable
+    from data.collate import collate_pretraining
+    from data.corpus import load_corpus
+    from data.pretraining import PretrainingDataset
+    from data.store import FeatureStore
+    from data.tokenize import load_tokenizer
+    from model import LxmertConfig, LxmertForPretraining
+
+    store, tok = FeatureStore(world / "store"), load_tokenizer(world / "vocab.txt")
+    answers = AnswerTable.from_file(world / "lxmert" / "all_ans.json")
+    items, _ = load_corpus([world / "lxmert" / "train.json"], answers=answers, images=store)
+    ds = PretrainingDataset(items, store, tok)
+    batch = collate_pretraining([ds[(0, i)] for i in range(micro)])
+    config = LxmertConfig.from_preset(preset, vocab_size=len(tok), visual_feat_dim=store.feature_dim,
+                                      num_qa_labels=len(answers))
+    net = LxmertForPretraining(config).train()
+    with FlopCounterMode(display=False) as counter:
+        net(**batch.model_inputs()).loss.backward()
+    return counter.get_total_flops() / micro
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="tiny,base")
+    parser.add_argument("--ranks", default="1,2")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run (the first 3 are warm-up)")
+    parser.add_argument("--micro", type=int, default=8, help="micro batch per rank")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
+    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--ds", default="ds_configs/zero2_bf16.json")
+    parser.add_argument("--dir", type=Path, default=None, help="working folder (default: a temporary one)")
+    args = parser.parse_args()
+
+    import torch
+
+    from data.store import build_store
+    from data.synth import write_world
+
+    work = args.dir or Path(tempfile.mkdtemp(prefix="lxmert-throughput-"))
+    world = work / "world"
+    if not (world / "store").exists():
+        write_world(world, images=args.images, regions=36, feat_dim=2048, progress=False)
+        build_store(world / "store", [world / "features" / "train.tsv", world / "features" / "val.tsv"], progress=False)
+    ds_config = json.loads((ROOT / args.ds).read_text())
+    precision = "fp16" if ds_config.get("fp16", {}).get("enabled") else "bf16" if ds_config.get("bf16", {}).get("enabled") else "fp32"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"{device}, torch {torch.__version__}, {args.ds} ({precision}), micro batch {args.micro} per rank, "
+          f"{args.workers} loader workers per rank, 20-token sentences, 36 regions x 2048")
+    print(f"{'preset':<7}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}{'peak GiB':>10}")
+    for preset in args.presets.split(","):
+        flops = flops_per_example(preset, world, args.micro)
+        for ranks in map(int, args.ranks.split(",")):
+            run_dir = work / f"run-{preset}-{ranks}"
+            overrides = [
+                f"run_dir={run_dir}", f"deepspeed={ROOT / args.ds}", f"model.preset={preset}",
+                f"data.store={world / 'store'}", f"data.train=[{world / 'lxmert' / 'train.json'}]", "data.valid=[]",
+                f"data.answers={world / 'lxmert' / 'all_ans.json'}", f"data.tokenizer={world / 'vocab.txt'}",
+                f"data.num_workers={args.workers}", f"train.micro_batch_size={args.micro}",
+                f"train.global_batch_size={args.micro * ranks}", f"train.max_steps={args.steps}", "train.epochs=100",
+                "checkpoint.every=1000000", "log.progress=false", "log.every=1000000",
+            ]
+            script = str(ROOT / "launcher" / "pretrain.py")
+            config = str(ROOT / "launcher" / "configs" / "synth_tiny.yaml")
+            if ranks == 1:
+                cmd = [sys.executable, script, "--config", config, *overrides]
+            else:
+                cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(ranks), script, "--config", config,
+                       *overrides]
+            env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+            if out.returncode != 0:
+                print(out.stdout[-2000:], out.stderr[-2000:])
+                raise SystemExit(f"{preset} at {ranks} ranks failed")
+            r = json.loads((run_dir / "throughput.json").read_text())
+            mfu = ""
+            peak = next((v[precision] for k, v in GPU_PEAK.items() if k in device), None)
+            if peak:
+                mfu = f"{r['samples_per_sec'] * flops / (peak * ranks):.1%}"
+            mem = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else ""
+            print(f"{preset:<7}{ranks:>6}{r['samples_per_sec']:>11.2f}{r['data_wait_fraction']:>10.1%}{mfu:>8}{mem:>10}",
+                  flush=True)
+    print(f"model step FLOPs per example (ours, torch's counter): see MFU; working folder {work}")
+
+
+if __name__ == "__main__":
+    main()
