@@ -28,7 +28,6 @@ GPU_PEAK = {"H100": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}, "H200": {"f
 
 def flops_per_example(preset: str, world: Path, micro: int) -> float:
     """Forward + backward FLOPs of our model on one collated batch of this world, per example."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from data.answers import AnswerTable
@@ -83,7 +82,11 @@ def main() -> None:
     for preset in args.presets.split(","):
         flops = flops_per_example(preset, world, args.micro)
         for ranks in map(int, args.ranks.split(",")):
-            run_dir = work / f"run-{preset}-{ranks}"
+            run_dir = work / f"run-{preset}-{ranks}-{Path(args.ds).stem}-{args.micro}"
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)
             overrides = [
                 f"run_dir={run_dir}", f"deepspeed={ROOT / args.ds}", f"model.preset={preset}",
                 f"data.store={world / 'store'}", f"data.train=[{world / 'lxmert' / 'train.json'}]", "data.valid=[]",
@@ -95,10 +98,10 @@ def main() -> None:
             script = str(ROOT / "launcher" / "pretrain.py")
             config = str(ROOT / "launcher" / "configs" / "synth_tiny.yaml")
             if ranks == 1:
-                cmd = [sys.executable, script, "--config", config, *overrides]
+                cmd = [sys.executable, script, "--config", config, "--resume", "none", *overrides]
             else:
                 cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(ranks), script, "--config", config,
-                       *overrides]
+                       "--resume", "none", *overrides]
             env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             if out.returncode != 0:

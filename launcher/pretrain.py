@@ -50,8 +50,8 @@ class Stopper:
     def _handle(self, signum, frame) -> None:
         self.requested = True
 
-    def any_rank(self) -> bool:
-        flag = torch.tensor([1.0 if self.requested else 0.0])
+    def any_rank(self, device) -> bool:
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
         dist.all_reduce(flag)
         return bool(flag.item())
 
@@ -119,21 +119,20 @@ class Meter:
         self.reset()
 
     def reset(self) -> None:
-        self.sums = torch.zeros(len(OBJECTIVE_NAMES) + 2, dtype=torch.float64)  # objectives, total, count
+        # objectives, total, count: summed on the device, so that a step never waits for the GPU
+        self.sums = torch.zeros(len(OBJECTIVE_NAMES) + 2, dtype=torch.float64, device=self.device)
         self.samples = 0
         self.data_wait = 0.0  # seconds spent waiting for the next batch
         self.start = time.perf_counter()
 
     def add(self, out, batch_size: int) -> None:
-        for i, name in enumerate(OBJECTIVE_NAMES):
-            if name in out.losses:
-                self.sums[i] += out.losses[name].detach().float().item()
-        self.sums[-2] += out.loss.detach().float().item()
-        self.sums[-1] += 1
+        zero = torch.zeros((), device=self.device)
+        values = [out.losses[name].detach().double() if name in out.losses else zero for name in OBJECTIVE_NAMES]
+        self.sums += torch.stack([*values, out.loss.detach().double(), torch.ones((), device=self.device)]).double()
         self.samples += batch_size
 
     def read(self) -> dict[str, float]:
-        sums = self.sums.to(self.device)
+        sums = self.sums.clone()
         dist.all_reduce(sums)
         n = max(sums[-1].item(), 1)
         values = {f"loss/{name}": sums[i].item() / n for i, name in enumerate(OBJECTIVE_NAMES)}
@@ -294,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                 loss_file.flush()
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{out.loss.item():.3f}")
+                if step % run.log.every == 0:
+                    bar.set_postfix(loss=f"{out.loss.item():.3f}")
             if step % run.log.every == 0 or step == total_steps:
                 values = meter.read()
                 values["lr"] = engine.get_lr()[0]
@@ -302,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                 grad_norm = engine.get_global_grad_norm()
                 if grad_norm is not None:
                     values["grad_norm"] = float(grad_norm)
-                if precision == "fp16":
-                    values["loss_scale"] = float(engine.optimizer.cur_scale)
+                scale = getattr(engine.optimizer, "cur_scale", None) or getattr(engine.optimizer, "loss_scale", None)
+                if precision == "fp16" and scale is not None:
+                    values["loss_scale"] = float(scale)
                 if writer is not None:
                     for key, value in values.items():
                         writer.add_scalar(key, value, step)
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 if writer is not None:
                     for key, value in values.items():
                         writer.add_scalar(key, value, step)
-            stop = stopper.any_rank()
+            stop = stopper.any_rank(engine.device)
             if step % run.checkpoint.every == 0 or step == total_steps or stop:
                 save()
             if stop:
