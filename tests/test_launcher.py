@@ -276,3 +276,27 @@ def test_fp16_dynamic_loss_scaling_skips_overflow_steps(world, tmp_path):
     assert scale[24] < scale[1] <= 2.0**24
     assert all(torch.isfinite(torch.tensor(list(losses(run_dir).values()))))
     assert tb_scalar(run_dir, "loss/total")[24] < tb_scalar(run_dir, "loss/total")[1]
+
+
+def test_slurm_environment_and_deepspeed_module(world, tmp_path):
+    """Two ranks from Slurm's variables (as srun sets them), and `deepspeed --module launcher.pretrain`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29700 + os.getpid() % 100),
+           "SLURM_NTASKS": "2"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(key, None)
+    args = run_args(world, tmp_path / "slurm", "zero2_fp32.json", "train.max_steps=4")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "launcher" / "pretrain.py"), *args], cwd=ROOT,
+                              env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert "world_size: 2" in (tmp_path / "slurm" / "config.yaml").read_text()
+    assert sorted(losses(tmp_path / "slurm")) == [1, 2, 3, 4]
+
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(29800 + os.getpid() % 100),
+                          "--module", "launcher.pretrain", *run_args(world, tmp_path / "module", "zero2_fp32.json",
+                                                                     "train.max_steps=4")],
+                         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert sorted(losses(tmp_path / "module")) == [1, 2, 3, 4]
