@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -266,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         ckpt.save(engine, ckpt_dir, step, client_state(), run.checkpoint.keep)
 
+    def log(values: dict[str, float]) -> None:
+        if writer is not None:
+            for key, value in values.items():
+                writer.add_scalar(key, value, step)
+
     done = step >= total_steps
     while not done:
         if sampler.epoch != epoch:
@@ -305,15 +311,10 @@ def main(argv: list[str] | None = None) -> int:
                 scale = getattr(engine.optimizer, "cur_scale", None) or getattr(engine.optimizer, "loss_scale", None)
                 if precision == "fp16" and scale is not None:
                     values["loss_scale"] = float(scale)
-                if writer is not None:
-                    for key, value in values.items():
-                        writer.add_scalar(key, value, step)
+                log(values)
                 meter.reset()
             if run.log.valid_every and step % run.log.valid_every == 0 and valid_set is not None:
-                values = validate(engine, valid_set, run, rank, world)
-                if writer is not None:
-                    for key, value in values.items():
-                        writer.add_scalar(key, value, step)
+                log(validate(engine, valid_set, run, rank, world))
             stop = stopper.any_rank(engine.device)
             if step % run.checkpoint.every == 0 or step == total_steps or stop:
                 save()
@@ -329,10 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         if not done:  # the epoch's data is exhausted
             epoch += 1
             if valid_set is not None and not run.log.valid_every:
-                values = validate(engine, valid_set, run, rank, world)
-                if writer is not None:
-                    for key, value in values.items():
-                        writer.add_scalar(key, value, step)
+                log(validate(engine, valid_set, run, rank, world))
     if bar is not None:
         bar.close()
     if writer is not None:
@@ -341,8 +339,6 @@ def main(argv: list[str] | None = None) -> int:
     summary = throughput.summary(step)
     if rank == 0:
         if summary is not None:
-            import json
-
             (run_dir / "throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
             print(f"throughput after warm-up: {summary['samples_per_sec']:.1f} samples/s, "
                   f"{summary['data_wait_fraction']:.1%} of the time waiting for data", flush=True)
