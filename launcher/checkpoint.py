@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 COMPLETE = "COMPLETE"  # written into a tag folder once every rank has saved
 _TAG = re.compile(r"^step(\d+)$")
+UNIVERSAL = "_universal"  # suffix of a tag converted to DeepSpeed's universal format
 
 
 def rng_state() -> dict:
@@ -51,12 +52,15 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, keep: int) -> st
 
 
 def resolve_resume(ckpt_dir: Path, resume: str | None) -> str | None:
-    """``None``/"none": start fresh; "auto": the latest complete tag, if any; else that tag."""
+    """``None``/"none": start fresh; "auto": the latest complete tag, if any; else that tag
+    (a ``stepN_universal`` tag made by :func:`to_universal` resumes at another world size)."""
     if resume in (None, "none"):
         return None
     tags = complete_tags(ckpt_dir)
     if resume == "auto":
         return tags[-1] if tags else None
+    if resume.endswith(UNIVERSAL) and (ckpt_dir / resume / COMPLETE).exists():
+        return resume
     if resume not in tags:
         raise ValueError(f"--resume {resume}: no complete checkpoint of that tag in {ckpt_dir} (complete: {tags or 'none'})")
     return resume
@@ -68,6 +72,32 @@ def check_uniform_precision(tag_dir: Path) -> None:
     if len(kinds) > 1:
         raise ValueError(f"{tag_dir}: optimizer shards of mixed precision ({sorted(k or 'fp32' for k in kinds)}); "
                          f"keep one run's shards per tag")
+
+
+def to_universal(ckpt_dir: Path, tag: str | None = None) -> str:
+    """Convert a complete ZeRO checkpoint into DeepSpeed's universal format (``<tag>_universal``),
+    which a run of another data-parallel size resumes from with ``--resume <tag>_universal``."""
+    import subprocess
+    import sys
+
+    ckpt_dir = Path(ckpt_dir)
+    tag = tag or (complete_tags(ckpt_dir) or [None])[-1]
+    if tag is None or not (ckpt_dir / tag / COMPLETE).exists():
+        raise FileNotFoundError(f"{ckpt_dir}: no complete checkpoint{f' {tag}' if tag else ''}")
+    check_uniform_precision(ckpt_dir / tag)
+    out = ckpt_dir / (tag + UNIVERSAL)
+    partial = ckpt_dir / (tag + UNIVERSAL + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    result = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+                             str(ckpt_dir / tag), "--output_folder", str(partial)], capture_output=True, text=True)
+    if result.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ValueError(f"{ckpt_dir / tag}: conversion to a universal checkpoint failed: "
+                         f"{(result.stderr.strip().splitlines() or ['?'])[-1]}")
+    (partial / COMPLETE).write_text(tag + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    return out.name
 
 
 def model_states_file(tag_dir: Path) -> Path:

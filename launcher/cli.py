@@ -104,6 +104,15 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_universal(args: argparse.Namespace) -> int:
+    """Convert a ZeRO checkpoint to DeepSpeed's universal format (resume at another world size)."""
+    from launcher.checkpoint import to_universal
+
+    tag = to_universal(args.ckpt_dir, args.tag)
+    print(f"wrote {args.ckpt_dir / tag}; resume with --resume {tag} at any number of ranks")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lxmert", description="LXMERT pre-training and fine-tuning with DeepSpeed.",
@@ -170,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", help="checkpoint tag (default: the latest complete one)")
     p.add_argument("--hf", action="store_true", help="write the Hugging Face layout (transformers loads it)")
     p.set_defaults(func=cmd_consolidate)
+
+    p = sub.add_parser("universal", help="convert a ZeRO checkpoint so that another number of ranks can resume it",
+                       description="Convert RUN_DIR/checkpoints/<tag> with DeepSpeed's ds_to_universal into "
+                                   "<tag>_universal; then `launcher/pretrain.py ... --resume <tag>_universal` at any "
+                                   "data-parallel size.")
+    p.add_argument("ckpt_dir", type=Path)
+    p.add_argument("--tag", help="checkpoint tag (default: the latest complete one)")
+    p.set_defaults(func=cmd_universal)
 
     p = sub.add_parser("synth", help="write a small synthetic world in the original file formats",
                        description="Write feature TSVs, the pre-training corpus, the answer table, VQA/GQA/NLVR2 task "

@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="run configuration (YAML or JSON)")
     parser.add_argument("--resume", default="auto",
                         help="'auto' (default): the latest complete checkpoint of the run directory, if any; "
-                             "'none': start fresh; or a tag such as step1000")
+                             "'none': start fresh; or a tag such as step1000 (step1000_universal, made by "
+                             "`lxmert universal`, resumes at another number of ranks)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=5e-5 checkpoint.every=500")
     return parser.parse_args(argv)
@@ -220,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     if run.train.max_steps:
         total_steps = min(total_steps, run.train.max_steps)
     ds_config = deepspeed_config(run, world, total_steps)
+    if resume_tag is not None and resume_tag.endswith(ckpt.UNIVERSAL):
+        ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
     engine = build_engine(net, ds_config, run.train.weight_decay)
     precision = precision_of(ds_config)
 
@@ -227,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     if resume_tag is not None:
         ckpt.check_uniform_precision(ckpt_dir / resume_tag)
         _, client = engine.load_checkpoint(str(ckpt_dir), tag=resume_tag)
+        if client is None:
+            raise ValueError(f"{ckpt_dir / resume_tag}: DeepSpeed could not load it (another world size? convert it "
+                             f"with `lxmert universal {ckpt_dir} --tag {resume_tag}` and resume from the _universal tag)")
         if client["model_config"] != config.to_dict():
             raise ValueError(f"{ckpt_dir / resume_tag}: checkpoint of another model configuration")
         step, epoch = client["step"], client["epoch"]

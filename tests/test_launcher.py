@@ -300,3 +300,30 @@ def test_slurm_environment_and_deepspeed_module(world, tmp_path):
                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert sorted(losses(tmp_path / "module")) == [1, 2, 3, 4]
+
+
+def test_resume_at_one_rank_from_a_two_rank_checkpoint(world, tmp_path):
+    """`lxmert universal` converts a 2-rank ZeRO-2 checkpoint; a 1-rank run resumes from it with the
+    same weights (the universal fp32 values equal the consolidated ones) and the same global batch."""
+    from launcher.checkpoint import consolidate
+    from model import LxmertForPretraining
+
+    run_dir = tmp_path / "run"
+    common = ("train.max_steps=8", "checkpoint.every=4", "log.every=1", *NO_DROPOUT)
+    launch("deepspeed", run_args(world, run_dir, "zero2_fp32.json", *common))
+    two_rank = tb_scalar(run_dir, "loss/total")
+    shutil.move(run_dir / "tensorboard", tmp_path / "two_rank_tensorboard")  # the resumed run logs afresh
+    out = subprocess.run([sys.executable, "-m", "launcher.cli", "universal", str(run_dir / "checkpoints"), "--tag", "step4"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0 and "step4_universal" in out.stdout, out.stderr[-2000:]
+    model = LxmertForPretraining.from_pretrained(consolidate(run_dir / "checkpoints", tmp_path / "m", tag="step4"))
+    for name, value in model.state_dict().items():
+        stored = torch.load(run_dir / "checkpoints" / "step4_universal" / "zero" / name / "fp32.pt", weights_only=False)
+        assert torch.equal(stored["param"].reshape(value.shape), value), name
+    resumed = launch("python", run_args(world, run_dir, "zero2_fp32.json", *common, "train.micro_batch_size=16")
+                     + ["--resume", "step4_universal"], nproc=1)
+    assert "resumed from" in resumed.stdout and "step4_universal at step 4" in resumed.stdout
+    one_rank = tb_scalar(run_dir, "loss/total")
+    assert sorted(one_rank) == [5, 6, 7, 8]
+    for step in (5, 6, 7, 8):  # same weights, same examples, no dropout: per-rank means vs one mean only
+        assert one_rank[step] == pytest.approx(two_rank[step], rel=2e-2), step
