@@ -59,3 +59,12 @@ class AnswerTable:
 
     def id(self, ans: str) -> int | None:
         return self.ids.get(normalize_answer(ans))
+
+
+def map_labels(labels: list[str], table_answers: list[str]) -> dict[int, int]:
+    """Task label id -> row of an answer table holding the label's normalised form (labels not
+    found are left out). ``table_answers[j]`` is the answer of row ``j``."""
+    rows: dict[str, int] = {}
+    for j, ans in enumerate(table_answers):
+        rows.setdefault(normalize_answer(ans), j)
+    return {i: rows[n] for i, label in enumerate(labels) if (n := normalize_answer(label)) in rows}

@@ -72,8 +72,8 @@ class QADataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict:
-        row = self.rows[index]
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        row = self.rows[index[1] if isinstance(index, tuple) else index]  # (epoch, index) from ResumableSampler
         rec = self.store[row["img_id"]]
         target = torch.zeros(len(self.ans2label))
         for ans, score in row.get("label", {}).items():
@@ -112,11 +112,16 @@ def collate_qa(examples: list[dict]) -> TaskBatch:
 class NLVR2Dataset(Dataset):
     """``{"identifier", "img0", "img1", "sent", "label": 0|1}``: one sentence, two images."""
 
-    def __init__(self, paths: list[str | Path], store, tokenizer, max_tokens: int = MAX_TOKENS) -> None:
+    def __init__(self, paths: list[str | Path], store, tokenizer, max_tokens: int = MAX_TOKENS,
+                 require_label: bool = False) -> None:
         self.rows: list[dict] = []
         for path in map(Path, paths):
             rows = _read_json(path, "NLVR2 file")
             _check_rows(rows, path, {"identifier": str, "img0": str, "img1": str, "sent": str})
+            for row in rows:
+                label = row.get("label")
+                if (require_label or label is not None) and (isinstance(label, bool) or label not in (0, 1)):
+                    raise ValueError(f"{path}: example {row['identifier']}: label must be 0 or 1, got {label!r}")
             self.rows += rows
         missing = sorted({r[k] for r in self.rows for k in ("img0", "img1") if r[k] not in store})
         if missing:
@@ -127,8 +132,8 @@ class NLVR2Dataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict:
-        row = self.rows[index]
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        row = self.rows[index[1] if isinstance(index, tuple) else index]  # (epoch, index) from ResumableSampler
         recs = [self.store[row["img0"]], self.store[row["img1"]]]
         return {"identifier": row["identifier"], "input_ids": torch.tensor(encode(self.tokenizer, row["sent"], self.max_tokens)),
                 "visual_feats": [r.tensor(torch.float32) for r in recs],

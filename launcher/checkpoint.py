@@ -3,6 +3,7 @@ keeping the last K, and consolidation into one fp32 model."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -12,9 +13,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from model.pretrained import atomic_write
+
 COMPLETE = "COMPLETE"  # written into a tag folder once every rank has saved
 _TAG = re.compile(r"^step(\d+)$")
 UNIVERSAL = "_universal"  # suffix of a tag converted to DeepSpeed's universal format
+ANSWERS_FILE = "answers.json"  # in a consolidated model: the answer of each answer-head row, in order
+BEST = "best-"  # prefix of the tag holding the best weights by the validation metric (best-step<N>)
 
 
 def rng_state() -> dict:
@@ -30,6 +35,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def vocab_file(tokenizer: str) -> str | None:
+    """The vocab.txt behind a tokenizer argument (a file or a folder), copied next to consolidated models."""
+    path = Path(tokenizer).resolve()
+    path = path / "vocab.txt" if path.is_dir() else path
+    return str(path) if path.is_file() else None
+
+
 def complete_tags(ckpt_dir: Path) -> list[str]:
     """Tags with a COMPLETE marker, oldest first."""
     if not ckpt_dir.is_dir():
@@ -38,15 +50,27 @@ def complete_tags(ckpt_dir: Path) -> list[str]:
     return [name for _, name in sorted(tags)]
 
 
-def save(engine, ckpt_dir: Path, step: int, client_state: dict, keep: int) -> str:
-    """Save on every rank; mark complete and prune old tags on rank 0 once all ranks are done."""
-    tag = f"step{step}"
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
+def best_tag(ckpt_dir: Path) -> str | None:
+    """The complete ``best-step<N>`` tag, if any (the latest, should an older one have survived a crash)."""
+    tags = [(int(p.name[len(BEST) + 4:]), p.name) for p in Path(ckpt_dir).glob(BEST + "step*")
+            if p.name[len(BEST) + 4:].isdigit() and (p / COMPLETE).exists()]
+    return max(tags)[1] if tags else None
+
+
+def save(engine, ckpt_dir: Path, step: int, client_state: dict, keep: int, tag: str | None = None) -> str:
+    """Save on every rank; mark complete and prune old tags on rank 0 once all ranks are done.
+
+    ``tag=BEST``: the best weights so far, as ``best-step<N>``; the previous best is removed only
+    once the new one is complete. Best tags are never resumed from and never pruned by ``keep``."""
+    best = tag == BEST
+    tag = f"{BEST if best else ''}step{step}"
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=not best)
     dist.barrier()
     if dist.get_rank() == 0:
         (ckpt_dir / tag / COMPLETE).write_text(f"{step}\n")
-        for old in complete_tags(ckpt_dir)[:-keep]:
-            shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+        old = [p.name for p in ckpt_dir.glob(BEST + "step*") if p.name != tag] if best else complete_tags(ckpt_dir)[:-keep]
+        for name in old:
+            shutil.rmtree(ckpt_dir / name, ignore_errors=True)
     dist.barrier()
     return tag
 
@@ -114,7 +138,8 @@ def consolidate(ckpt_dir: Path, out_dir: Path, tag: str | None = None, hf: bool 
     zero_to_fp32; the model config comes from the checkpoint's client state."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    from model import LxmertConfig, LxmertForPretraining
+    import model as models
+    from model import LxmertConfig
 
     ckpt_dir = Path(ckpt_dir)
     tag = tag or (complete_tags(ckpt_dir) or [None])[-1]
@@ -127,11 +152,14 @@ def consolidate(ckpt_dir: Path, out_dir: Path, tag: str | None = None, hf: bool 
     client = torch.load(model_states_file(tag_dir), map_location="cpu", weights_only=False)
     config = LxmertConfig.from_dict(client["model_config"])
     state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
-    model = LxmertForPretraining(config)
+    model = getattr(models, client.get("architecture", "LxmertForPretraining"))(config)
     model.load_native_state({k: v.float() for k, v in state.items()}, source=str(tag_dir))
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir, hf=hf)
     vocab = client.get("tokenizer_vocab")
     if vocab and Path(vocab).is_file():
         shutil.copyfile(vocab, out_dir / "vocab.txt")
+    if client.get("answers"):  # the answer of each row of the answer head (fine-tuning maps its labels onto them)
+        text = json.dumps(client["answers"]) + "\n"
+        atomic_write(out_dir / ANSWERS_FILE, lambda p: Path(p).write_text(text))
     return out_dir

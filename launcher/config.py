@@ -127,8 +127,7 @@ def apply_override(values: dict, dotted: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML or JSON run file (or start from the defaults) and apply dotted overrides."""
+def _read(path: str | Path | None, overrides: list[str]) -> dict:
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -137,9 +136,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             values = (json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)) or {}
         except (OSError, json.JSONDecodeError, yaml.YAMLError) as exc:
             raise ValueError(f"{path}: unreadable run configuration ({exc})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
     for item in overrides:
         apply_override(values, item)
-    config = _build(RunConfig, values, "")
+    return values
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML or JSON run file (or start from the defaults) and apply dotted overrides."""
+    config = _build(RunConfig, _read(path, overrides), "")
     validate(config)
     return config
 
@@ -158,7 +164,7 @@ def validate(config: RunConfig) -> None:
         raise ValueError(f"train.lr must be positive, got {t.lr!r}")
     if config.checkpoint.every <= 0 or config.checkpoint.keep <= 0:
         raise ValueError("checkpoint.every and checkpoint.keep must be positive")
-    if config.data.missing_images not in ("drop", "error"):
+    if getattr(config.data, "missing_images", "drop") not in ("drop", "error"):
         raise ValueError(f"data.missing_images must be 'drop' or 'error', got {config.data.missing_images!r}")
 
 
@@ -171,3 +177,63 @@ def reconcile_batch(global_batch: int, micro_batch: int, world_size: int) -> int
             f"world size {world_size} = {per_step}; choose a global batch of {per_step * max(1, global_batch // per_step)} "
             f"or change the micro batch")
     return global_batch // per_step
+
+
+# ------------------------------------------------------------------ fine-tuning
+
+#: The reference's fine-tuning recipes; any field is overridable (``train.lr=2e-5``).
+RECIPE = {"epochs": 4, "global_batch_size": 32, "micro_batch_size": 32, "warmup_ratio": 0.1,
+          "gradient_clipping": 5.0, "weight_decay": 0.01}
+RECIPE_LR = {"vqa": 5e-5, "gqa": 1e-5, "nlvr2": 5e-5}
+
+
+@dataclass
+class TaskDataSection:
+    store: str = ""
+    train: list[str] = field(default_factory=list)  # task files in the original format
+    valid: list[str] = field(default_factory=list)  # evaluated after each epoch (metrics need labels)
+    test: list[str] = field(default_factory=list)  # predicted with the best weights (labels not needed)
+    labels: str = ""  # trainval_ans2label.json (VQA, GQA)
+    #: The answer table of pre-training (all_ans.json) for the answer-head transfer, when the
+    #: checkpoint does not carry its own answers.json (Hugging Face and original checkpoints).
+    pretrain_answers: str | None = None
+    tokenizer: str | None = None  # default: the checkpoint's vocab.txt, else bert-base-uncased
+    num_workers: int = 1
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = "vqa"  # vqa | gqa | nlvr2
+    run_dir: str = "runs/finetune"
+    deepspeed: str = "ds_configs/zero2_bf16.json"
+    model: ModelSection = field(default_factory=ModelSection)  # init_from: consolidated, HF, original, or none
+    data: TaskDataSection = field(default_factory=TaskDataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    log: LogSection = field(default_factory=LogSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_finetune_config(path: str | Path | None, overrides: list[str] = (), task: str | None = None) -> FinetuneConfig:
+    """Like :func:`load_config`; ``train`` starts from the task's recipe (``--task`` wins over the file)."""
+    values = _read(path, overrides)
+    if task is not None:
+        values["task"] = task
+    name = values.get("task", FinetuneConfig.task)
+    if name not in RECIPE_LR:
+        raise ValueError(f"task must be one of {', '.join(RECIPE_LR)}, got {name!r}")
+    train = values.setdefault("train", {})
+    if not isinstance(train, dict):
+        raise ValueError(f"train: expected a mapping, got {type(train).__name__}")
+    for key, value in {**RECIPE, "lr": RECIPE_LR[name]}.items():
+        train.setdefault(key, value)
+    values.setdefault("checkpoint", {}).setdefault("every", 10**9)  # by default: at the end and on preemption only
+    config = _build(FinetuneConfig, values, "")
+    validate(config)
+    if config.task != "nlvr2" and not config.data.labels:
+        raise ValueError(f"data.labels: the {config.task} label vocabulary (trainval_ans2label.json) is required")
+    if not config.data.train and not config.data.valid and not config.data.test:
+        raise ValueError("data.train, data.valid and data.test are all empty: nothing to fine-tune or evaluate")
+    return config

@@ -74,20 +74,7 @@ class LxmertPreTrainedModel(nn.Module):
         head weights that are absent, unknown or of another shape are left freshly
         initialised or ignored (reported in the loading info) — the encoder is always strict.
         """
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such checkpoint file or directory")
-        file_config: LxmertConfig | None = None
-        if path.is_dir():
-            if not (path / "config.json").exists():
-                raise FileNotFoundError(f"{path}: no config.json (expected a Hugging Face or lxmert directory)")
-            file_config = LxmertConfig.load(path / "config.json")
-            state = W.read_weights_dir(path)
-        else:
-            state = W.read_tensor_file(path)
-        state = W.strip_prefix(state)
-        layout = W.detect_layout(state)
-        state, unknown = W.to_native(state, layout)
+        state, file_config, unknown = read_native_state(path)
         if config is None:
             config = file_config or LxmertConfig.from_preset(preset, **W.infer_dims(state))
         if config_overrides:
@@ -164,6 +151,25 @@ class LxmertPreTrainedModel(nn.Module):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda p: torch.save(state, p))
         return path
+
+
+def read_native_state(path: str | os.PathLike) -> tuple[dict[str, Tensor], LxmertConfig | None, list[str]]:
+    """Weights of a Hugging Face directory, an original ``*_LXRT.pth`` or a checkpoint of ours in
+    our key layout; the directory's config (None for a bare file); keys no rule knows."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file or directory")
+    file_config: LxmertConfig | None = None
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path}: no config.json (expected a Hugging Face or lxmert directory)")
+        file_config = LxmertConfig.load(path / "config.json")
+        state = W.read_weights_dir(path)
+    else:
+        state = W.read_tensor_file(path)
+    state = W.strip_prefix(state)
+    state, unknown = W.to_native(state, W.detect_layout(state))
+    return state, file_config, unknown
 
 
 def atomic_write(path: Path, write) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -87,3 +88,18 @@ class LxmertForNLVR2(LxmertPreTrainedModel):
         logits = self.classifier(pooled)
         loss = F.cross_entropy(logits.float(), labels.reshape(-1)) if labels is not None else None
         return TaskOutput(logits=logits, loss=loss, pooled_output=pooled)
+
+
+@torch.no_grad()
+def transfer_answer_rows(model: LxmertForQuestionAnswering, weight: Tensor, bias: Tensor, rows: dict[int, int]) -> None:
+    """Copy rows of another answer head's last Linear (``weight`` (N, 2H), ``bias`` (N,)) into this
+    model's: ``rows`` maps this model's label id to the source row. Other rows keep their values."""
+    out = model.answer_head.out
+    if weight.shape[1:] != out.weight.shape[1:]:
+        raise ValueError(f"answer head rows of size {weight.shape[1]} cannot fill rows of size {out.weight.shape[1]}")
+    if not rows:
+        return
+    dst = torch.tensor(list(rows.keys()))
+    src = torch.tensor(list(rows.values()))
+    out.weight[dst] = weight[src].to(out.weight.dtype)
+    out.bias[dst] = bias[src].to(out.bias.dtype)

@@ -1,0 +1,78 @@
+"""The benchmarks' own metrics and submission files: VQA (soft score of the predicted answer),
+GQA (exact match), NLVR2 (accuracy and consistency)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+TASKS = ("vqa", "gqa", "nlvr2")
+
+
+def vqa_accuracy(predictions: dict, rows: list[dict]) -> float:
+    """Mean over questions of the soft score that the question's label dict gives the predicted
+    answer (0 when absent). ``predictions``: question_id -> answer."""
+    return sum(row.get("label", {}).get(predictions[row["question_id"]], 0.0) for row in rows) / max(len(rows), 1)
+
+
+def gqa_accuracy(predictions: dict, rows: list[dict]) -> float:
+    """Exact match: the predicted answer is one of the question's labels."""
+    return sum(predictions[row["question_id"]] in row.get("label", {}) for row in rows) / max(len(rows), 1)
+
+
+def sentence_of(identifier: str) -> str:
+    """NLVR2 identifiers are ``split-set-pair-n``: the last field numbers the image pairs of one sentence."""
+    return identifier.rsplit("-", 1)[0]
+
+
+def nlvr2_scores(predictions: dict, rows: list[dict]) -> dict[str, float]:
+    """Accuracy, and consistency: the fraction of sentences whose every image pair is right.
+    ``predictions``: identifier -> 0|1 (or False|True)."""
+    right = [int(predictions[row["identifier"]]) == int(row["label"]) for row in rows]
+    groups: dict[str, bool] = defaultdict(lambda: True)
+    for row, ok in zip(rows, right):
+        groups[sentence_of(row["identifier"])] &= ok
+    return {"accuracy": sum(right) / max(len(rows), 1), "consistency": sum(groups.values()) / max(len(groups), 1)}
+
+
+def scores(task: str, predictions: dict, rows: list[dict]) -> dict[str, float]:
+    """The task's metrics; ``accuracy`` is the one a best checkpoint is chosen by."""
+    if task == "nlvr2":
+        return nlvr2_scores(predictions, rows)
+    return {"accuracy": (vqa_accuracy if task == "vqa" else gqa_accuracy)(predictions, rows)}
+
+
+def submission_text(task: str, predictions: dict) -> str:
+    """VQA ``[{"question_id", "answer"}]``, GQA ``[{"questionId", "prediction"}]``, NLVR2 csv rows
+    ``identifier,True|False``."""
+    if task == "vqa":
+        return json.dumps([{"question_id": k, "answer": v} for k, v in predictions.items()]) + "\n"
+    if task == "gqa":
+        return json.dumps([{"questionId": k, "prediction": v} for k, v in predictions.items()]) + "\n"
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for k, v in predictions.items():
+        writer.writerow([k, "True" if int(v) == 1 else "False"])
+    return out.getvalue()
+
+
+def submission_name(task: str, split: str) -> str:
+    return f"{split}_predict.{'csv' if task == 'nlvr2' else 'json'}"
+
+
+def read_submission(task: str, path: str | Path) -> dict:
+    """A submission file back into {id: answer} (NLVR2: {identifier: 0|1})."""
+    text = Path(path).read_text()
+    if task == "vqa":
+        return {r["question_id"]: r["answer"] for r in json.loads(text)}
+    if task == "gqa":
+        return {r["questionId"]: r["prediction"] for r in json.loads(text)}
+    out = {}
+    for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
+        if len(row) != 2 or row[1] not in ("True", "False"):
+            raise ValueError(f"{path}:{n}: expected identifier,True|False, got {','.join(row)!r}")
+        out[row[0]] = int(row[1] == "True")
+    return out

@@ -1,0 +1,298 @@
+"""The training loop shared by pre-training and fine-tuning: engine, resume, steps, logging,
+validation, checkpoints (periodic, on preemption, and the best by a validation metric).
+
+A job (``launcher/pretrain.py``, ``launcher/finetune.py``) builds its data, model and
+evaluation and hands them over as a :class:`Job`; everything else happens here once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from launcher import checkpoint as ckpt
+from launcher.engine import build_engine, deepspeed_config, precision_of
+
+
+class Stopper:
+    """Turns SIGTERM / SIGUSR1 (preemption) into 'checkpoint at the next step, then exit'."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def any_rank(self, device) -> bool:
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
+        dist.all_reduce(flag)
+        return bool(flag.item())
+
+
+def loader(dataset, sampler, run, batch_size: int, collate: Callable, drop_last: bool = True):
+    workers = run.data.num_workers
+    # The loader draws its workers' base seed from its own generator, not the global one, so that
+    # starting a loader (as a resumed run does mid-epoch) leaves the dropout random stream untouched.
+    # (Examples are seeded by (seed, epoch, index) anyway.)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                       generator=torch.Generator().manual_seed(run.train.seed),
+                                       collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                                       persistent_workers=False, prefetch_factor=4 if workers else None,
+                                       drop_last=drop_last)
+
+
+class Meter:
+    """Sums of the named losses (and the total) between log points, averaged across ranks when read."""
+
+    def __init__(self, device, names: tuple[str, ...] = ()) -> None:
+        self.device, self.names = device, names
+        self.reset()
+
+    def reset(self) -> None:
+        # named losses, total, count: summed on the device, so that a step never waits for the GPU
+        self.sums = torch.zeros(len(self.names) + 2, dtype=torch.float64, device=self.device)
+        self.samples = 0
+        self.data_wait = 0.0  # seconds spent waiting for the next batch
+        self.start = time.perf_counter()
+
+    def add(self, out, batch_size: int) -> None:
+        zero = torch.zeros((), device=self.device)
+        losses = getattr(out, "losses", None) or {}
+        values = [losses[name].detach().double() if name in losses else zero for name in self.names]
+        self.sums += torch.stack([*values, out.loss.detach().double(), torch.ones((), device=self.device)]).double()
+        self.samples += batch_size
+
+    def read(self) -> dict[str, float]:
+        sums = self.sums.clone()
+        dist.all_reduce(sums)
+        n = max(sums[-1].item(), 1)
+        values = {f"loss/{name}": sums[i].item() / n for i, name in enumerate(self.names)}
+        values["loss/total"] = sums[-2].item() / n
+        samples = torch.tensor([float(self.samples)], device=self.device)
+        dist.all_reduce(samples)
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        values["samples_per_sec"] = samples.item() / elapsed
+        values["data_wait_fraction"] = self.data_wait / elapsed
+        return values
+
+
+class Throughput:
+    """Whole-run samples/s and share of time waiting for data, after the first steps (warm-up)."""
+
+    def __init__(self, global_batch: int) -> None:
+        self.global_batch, self.begin, self.first_step, self.wait = global_batch, None, 0, 0.0
+
+    def start(self, step: int) -> None:
+        self.begin, self.first_step, self.wait = time.perf_counter(), step, 0.0
+
+    def summary(self, step: int) -> dict | None:
+        if self.begin is None or step <= self.first_step:
+            return None
+        seconds = time.perf_counter() - self.begin
+        out = {"steps": step - self.first_step, "seconds": seconds,
+               "samples_per_sec": (step - self.first_step) * self.global_batch / seconds,
+               "data_wait_fraction": self.wait / seconds}
+        if torch.cuda.is_available():
+            out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
+
+
+@dataclass
+class Job:
+    """What a training run is made of; pre-training and fine-tuning differ only here."""
+
+    name: str  # the progress bar's label
+    run: Any  # RunConfig or FinetuneConfig: run_dir, deepspeed, data, train, log, checkpoint sections
+    rank: int
+    world: int
+    model: torch.nn.Module
+    model_config: Any  # LxmertConfig: a resumed checkpoint must hold the same
+    train_set: Any
+    sampler: Any  # ResumableSampler
+    collate: Callable
+    loss_names: tuple[str, ...] = ()  # entries of ``out.losses`` logged besides the total
+    evaluate: Callable[[Any], dict[str, float]] | None = None  # engine -> scalars, after each epoch / valid_every
+    best_metric: str | None = None  # a key of evaluate's result: keep the checkpoint "best" where it is highest
+    client: dict = field(default_factory=dict)  # extra client state saved with every checkpoint
+    resolved: dict = field(default_factory=dict)  # extra entries of config.yaml's "resolved" section
+
+
+@dataclass
+class Outcome:
+    step: int
+    stopped: bool  # by a preemption signal (a checkpoint was saved)
+    best: float | None
+    ckpt_dir: Path
+
+
+def steps_per_epoch(job: Job) -> int:
+    run, micro = job.run, job.run.train.micro_batch_size
+    steps = (len(job.sampler) // micro) // (run.train.global_batch_size // (micro * job.world))
+    if steps == 0:
+        raise ValueError(f"one epoch of {len(job.sampler)} examples per rank is less than one global batch "
+                         f"({run.train.global_batch_size}); lower train.global_batch_size")
+    return steps
+
+
+def train(job: Job, resume: str | None = "auto") -> Outcome:
+    """Build the DeepSpeed engine, resume if asked, and train to the end of the schedule."""
+    run, rank, world = job.run, job.rank, job.world
+    run_dir = Path(run.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    resume_tag = ckpt.resolve_resume(ckpt_dir, resume)
+    micro = run.train.micro_batch_size
+    total_steps = run.train.epochs * steps_per_epoch(job)
+    if run.train.max_steps:
+        total_steps = min(total_steps, run.train.max_steps)
+    ds_config = deepspeed_config(run, world, total_steps)
+    if resume_tag is not None and resume_tag.endswith(ckpt.UNIVERSAL):
+        ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
+    engine = build_engine(job.model, ds_config, run.train.weight_decay)
+    precision = precision_of(ds_config)
+    sampler = job.sampler
+
+    step, epoch, best = 0, 0, None
+    if resume_tag is not None:
+        ckpt.check_uniform_precision(ckpt_dir / resume_tag)
+        _, client = engine.load_checkpoint(str(ckpt_dir), tag=resume_tag)
+        if client is None:
+            raise ValueError(f"{ckpt_dir / resume_tag}: DeepSpeed could not load it (another world size? convert it "
+                             f"with `lxmert universal {ckpt_dir} --tag {resume_tag}` and resume from the _universal tag)")
+        if client["model_config"] != job.model_config.to_dict():
+            raise ValueError(f"{ckpt_dir / resume_tag}: checkpoint of another model configuration")
+        step, epoch, best = client["step"], client["epoch"], client.get("best")
+        sampler.load_state_dict(client["sampler"])
+        ckpt.set_rng_state(client["rng"][rank] if rank < len(client["rng"]) else client["rng"][0])
+        if rank == 0:
+            print(f"resumed from {ckpt_dir / resume_tag} at step {step}, epoch {epoch}", flush=True)
+
+    writer = None
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {**run.to_dict(), "resolved": {"world_size": world, "gradient_accumulation_steps":
+                    ds_config["gradient_accumulation_steps"], "total_steps": total_steps, "precision": precision,
+                    "model": job.model_config.to_dict(), **job.resolved}}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    stopper = Stopper()
+    meter = Meter(engine.device, job.loss_names)
+    throughput = Throughput(run.train.global_batch_size)
+    loss_file = open(run_dir / "losses.txt", "a") if rank == 0 else None  # step, loss of rank 0's micro batch
+    bar = None
+    if rank == 0 and run.log.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", desc=job.name, dynamic_ncols=True)
+
+    def client_state() -> dict:
+        rngs = [None] * world
+        dist.all_gather_object(rngs, ckpt.rng_state())
+        return {"step": step, "epoch": epoch, "best": best, "sampler": sampler.state_dict(), "rng": rngs,
+                "model_config": job.model_config.to_dict(), "run_config": run.to_dict(),
+                "universal_checkpoint_info": {}, **job.client}
+
+    def log(values: dict[str, float]) -> None:
+        if writer is not None:
+            for key, value in values.items():
+                writer.add_scalar(key, value, step)
+
+    def evaluate() -> None:
+        nonlocal best
+        values = job.evaluate(engine)
+        engine.train()
+        log(values)
+        if rank == 0:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("valid/loss"))
+            (bar.write if bar is not None else print)(f"step {step}: {shown}")
+        if job.best_metric is not None and (best is None or values[job.best_metric] > best):
+            best = values[job.best_metric]
+            ckpt.save(engine, ckpt_dir, step, client_state(), run.checkpoint.keep, tag=ckpt.BEST)
+
+    done = step >= total_steps
+    stopped = False
+    while not done:
+        if sampler.epoch != epoch:
+            sampler.set_epoch(epoch)
+        batches = iter(loader(job.train_set, sampler, run, micro, job.collate))
+        while True:
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            meter.data_wait += time.perf_counter() - waited
+            throughput.wait += time.perf_counter() - waited
+            if batch is None:
+                break
+            batch = batch.to(engine.device, non_blocking=True)
+            out = engine(**batch.model_inputs())
+            engine.backward(out.loss)
+            boundary = engine.is_gradient_accumulation_boundary()
+            engine.step()
+            sampler.advance(micro)
+            meter.add(out, len(batch))
+            if not boundary:
+                continue
+            step += 1
+            if loss_file is not None:
+                loss_file.write(f"{step} {out.loss.item()!r}\n")
+                loss_file.flush()
+            if bar is not None:
+                bar.update(1)
+                if step % run.log.every == 0:
+                    bar.set_postfix(loss=f"{out.loss.item():.3f}")
+            if step % run.log.every == 0 or step == total_steps:
+                values = meter.read()
+                values["lr"] = engine.get_lr()[0]
+                values["skipped_steps"] = float(engine.skipped_steps)
+                grad_norm = engine.get_global_grad_norm()
+                if grad_norm is not None:
+                    values["grad_norm"] = float(grad_norm)
+                scale = getattr(engine.optimizer, "cur_scale", None) or getattr(engine.optimizer, "loss_scale", None)
+                if precision == "fp16" and scale is not None:
+                    values["loss_scale"] = float(scale)
+                log(values)
+                meter.reset()
+            if run.log.valid_every and step % run.log.valid_every == 0 and job.evaluate is not None:
+                evaluate()
+            stop = stopper.any_rank(engine.device)
+            if step % run.checkpoint.every == 0 or step == total_steps or stop:
+                ckpt.save(engine, ckpt_dir, step, client_state(), run.checkpoint.keep)
+            if stop:
+                if rank == 0:
+                    print(f"stopped by signal at step {step}; checkpoint saved", flush=True)
+                done = stopped = True
+                break
+            if step == 3:
+                throughput.start(step)
+            if step >= total_steps:
+                done = True
+                break
+        if not done:  # the epoch's data is exhausted
+            epoch += 1
+        if not stopped and job.evaluate is not None and not run.log.valid_every and (not done or step >= total_steps):
+            evaluate()
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+        loss_file.close()
+    summary = throughput.summary(step)
+    if rank == 0 and not stopped:
+        if summary is not None:
+            (run_dir / "throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
+            print(f"throughput after warm-up: {summary['samples_per_sec']:.1f} samples/s, "
+                  f"{summary['data_wait_fraction']:.1%} of the time waiting for data", flush=True)
+        print(f"done: {step} steps; checkpoints in {ckpt_dir}, TensorBoard logs in {run_dir / 'tensorboard'}", flush=True)
+    return Outcome(step=step, stopped=stopped, best=best, ckpt_dir=ckpt_dir)
