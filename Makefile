@@ -36,14 +36,23 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The synthetic world, its feature store, 2-rank pre-training through the deepspeed launcher,
-# consolidation into one model (fine-tuning joins with the finetune module).
+# consolidation into one model, then VQA and NLVR2 fine-tuning (2 ranks each) from the
+# pre-trained model and from scratch with the same budget, and the table of their results.
+DS := PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/deepspeed --num_gpus 2
+DEMO_FT ?= train.epochs=2
 demo: $(STAMP)
 	rm -rf demo
 	$(VENV)/bin/lxmert synth --out demo/world --images 600 --feat-dim 2048
 	$(VENV)/bin/lxmert features build --tsv demo/world/features/train.tsv --tsv demo/world/features/val.tsv --out demo/world/store
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/deepspeed --num_gpus 2 launcher/pretrain.py --config launcher/configs/synth_tiny.yaml
+	$(DS) launcher/pretrain.py --config launcher/configs/synth_tiny.yaml
 	$(VENV)/bin/lxmert consolidate demo/pretrain/checkpoints demo/model
-	@echo "demo: model in demo/model, TensorBoard logs in demo/pretrain/tensorboard (tensorboard --logdir demo/pretrain/tensorboard)"
+	$(DS) launcher/finetune.py --config launcher/configs/synth_vqa.yaml run_dir=demo/finetune/vqa_pretrained $(DEMO_FT)
+	$(DS) launcher/finetune.py --config launcher/configs/synth_vqa.yaml run_dir=demo/finetune/vqa_scratch model.init_from=none $(DEMO_FT)
+	$(DS) launcher/finetune.py --config launcher/configs/synth_nlvr2.yaml run_dir=demo/finetune/nlvr2_pretrained $(DEMO_FT)
+	$(DS) launcher/finetune.py --config launcher/configs/synth_nlvr2.yaml run_dir=demo/finetune/nlvr2_scratch model.init_from=none $(DEMO_FT)
+	@echo
+	$(VENV)/bin/lxmert results demo/finetune/vqa_pretrained demo/finetune/vqa_scratch demo/finetune/nlvr2_pretrained demo/finetune/nlvr2_scratch
+	@echo "demo: pre-trained model in demo/model; TensorBoard logs: tensorboard --logdir demo (pre-training and each fine-tuning run)"
 
 bench: $(STAMP)
 	$(PY) bench/model_speed.py

@@ -15,6 +15,13 @@ def _model_class(name: str):
             "nlvr2": model.LxmertForNLVR2}[name]
 
 
+def _job(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(f"launcher.{name}")
+    return module.exit_code(lambda: module.main(argv), f"lxmert {name}")
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a checkpoint between our layout, Hugging Face's and the original release's."""
     from model import LxmertConfig
@@ -104,6 +111,26 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    """A table of fine-tuning results (each run directory's results.json)."""
+    import json
+
+    rows = []
+    for run_dir in args.run_dirs:
+        path = run_dir / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no results (the fine-tuning run has not finished)")
+        res = json.loads(path.read_text())
+        init = res.get("init_from", res.get("model", "?"))
+        rows.append([str(run_dir), res["task"], "scratch" if init in ("None", None) else init, str(res.get("steps", "-")),
+                     *(f"{k} {v:.1%}" for k, v in res.get("valid", {}).items())])
+    rows.insert(0, ["run", "task", "initialised from", "steps", "validation"])
+    width = [max(len(r[i]) for r in rows if len(r) > i) for i in range(max(map(len, rows)))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, width)).rstrip())
+    return 0
+
+
 def cmd_universal(args: argparse.Namespace) -> int:
     """Convert a ZeRO checkpoint to DeepSpeed's universal format (resume at another world size)."""
     from launcher.checkpoint import to_universal
@@ -164,21 +191,29 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("store", type=Path)
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("pretrain", help="pre-train in this process (launchers: see launcher/pretrain.py)",
-                       description="Pre-train in one process; for several ranks start launcher/pretrain.py with "
-                                   "deepspeed, torchrun, mpirun or srun. Arguments as launcher/pretrain.py.",
-                       add_help=False)
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: __import__("launcher.pretrain", fromlist=["main"]).main(a.args))
+    # the jobs parse their own arguments (main() hands them over before this parser runs): listed for --help
+    for name, help_text in (("pretrain", "pre-train in this process (launchers: see launcher/pretrain.py --help)"),
+                            ("finetune", "fine-tune VQA, GQA or NLVR2 in this process (launchers: see "
+                                         "launcher/finetune.py --help)"),
+                            ("evaluate", "finetune --eval-only: score a fine-tuned model on data.valid and predict "
+                                         "data.test in the benchmark's submission format")):
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.add_argument("args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("consolidate", help="turn a ZeRO checkpoint into one fp32 model",
                        description="Consolidate a ZeRO 1/2/3 checkpoint directory (the run's checkpoints/ folder) "
-                                   "into model.safetensors + config.json (+ vocab.txt), via DeepSpeed's zero_to_fp32.")
+                                   "into model.safetensors + config.json (+ vocab.txt, answers.json), via DeepSpeed's "
+                                   "zero_to_fp32.")
     p.add_argument("ckpt_dir", type=Path)
     p.add_argument("out_dir", type=Path)
     p.add_argument("--tag", help="checkpoint tag (default: the latest complete one)")
     p.add_argument("--hf", action="store_true", help="write the Hugging Face layout (transformers loads it)")
     p.set_defaults(func=cmd_consolidate)
+
+    p = sub.add_parser("results", help="print a table of fine-tuning results",
+                       description="Read RUN_DIR/results.json of each fine-tuning run and print one row per run.")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("universal", help="convert a ZeRO checkpoint so that another number of ranks can resume it",
                        description="Convert RUN_DIR/checkpoints/<tag> with DeepSpeed's ds_to_universal into "
@@ -212,7 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+JOBS = {"pretrain": ("pretrain", []), "finetune": ("finetune", []), "evaluate": ("finetune", ["--eval-only"])}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in JOBS:  # the job parses its own arguments (argparse's REMAINDER drops leading options)
+        name, extra = JOBS[argv[0]]
+        return _job(name, [*extra, *argv[1:]])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -154,7 +154,8 @@ def validate(config: RunConfig) -> None:
     t = config.train
     for name in ("epochs", "global_batch_size", "micro_batch_size"):
         value = getattr(t, name)
-        if not isinstance(value, int) or value <= 0:
+        auto = name == "micro_batch_size" and value == 0 and isinstance(config, FinetuneConfig)
+        if not isinstance(value, int) or (value <= 0 and not auto):
             raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
     if t.max_steps is not None and (not isinstance(t.max_steps, int) or t.max_steps <= 0):
         raise ValueError(f"train.max_steps must be a positive integer or null, got {t.max_steps!r}")
@@ -166,6 +167,18 @@ def validate(config: RunConfig) -> None:
         raise ValueError("checkpoint.every and checkpoint.keep must be positive")
     if getattr(config.data, "missing_images", "drop") not in ("drop", "error"):
         raise ValueError(f"data.missing_images must be 'drop' or 'error', got {config.data.missing_images!r}")
+
+
+def preset_config(preset: str, overrides: dict, sizes: dict):
+    """A model preset with the data's sizes (vocabulary, feature size, answers) and the run's
+    overrides; an override that contradicts the data is an error."""
+    from model import LxmertConfig
+
+    config = LxmertConfig.from_preset(preset, **{**sizes, **overrides})
+    for name, value in sizes.items():
+        if getattr(config, name) != value:
+            raise ValueError(f"model.overrides.{name}={getattr(config, name)} does not match the data ({value})")
+    return config
 
 
 def reconcile_batch(global_batch: int, micro_batch: int, world_size: int) -> int:
@@ -182,7 +195,8 @@ def reconcile_batch(global_batch: int, micro_batch: int, world_size: int) -> int
 # ------------------------------------------------------------------ fine-tuning
 
 #: The reference's fine-tuning recipes; any field is overridable (``train.lr=2e-5``).
-RECIPE = {"epochs": 4, "global_batch_size": 32, "micro_batch_size": 32, "warmup_ratio": 0.1,
+#: micro_batch_size 0: the global batch divided by the number of ranks (no gradient accumulation).
+RECIPE = {"epochs": 4, "global_batch_size": 32, "micro_batch_size": 0, "warmup_ratio": 0.1,
           "gradient_clipping": 5.0, "weight_decay": 0.01}
 RECIPE_LR = {"vqa": 5e-5, "gqa": 1e-5, "nlvr2": 5e-5}
 

@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 
 from launcher import checkpoint as ckpt
-from launcher.config import FinetuneConfig, load_finetune_config
+from launcher.config import FinetuneConfig, load_finetune_config, preset_config
 from launcher.engine import init_distributed
-from launcher.loop import Job, loader, train
+from launcher.loop import Job, exit_code, loader, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,10 +100,8 @@ def build_data(ft: FinetuneConfig, eval_only: bool) -> TaskData:
 def build_model(ft: FinetuneConfig, data: TaskData, eval_only: bool):
     """(model, config, report): from scratch, or the encoder (and mapped answer rows) of a checkpoint;
     with ``eval_only`` the whole fine-tuned model, heads included."""
-    from data.answers import AnswerTable, map_labels
     from model import LxmertConfig, LxmertForNLVR2, LxmertForQuestionAnswering
     from model.pretrained import read_native_state
-    from model.tasks import transfer_answer_rows
     from model.weights import infer_dims
 
     cls = LxmertForNLVR2 if ft.task == "nlvr2" else LxmertForQuestionAnswering
@@ -115,10 +113,7 @@ def build_model(ft: FinetuneConfig, data: TaskData, eval_only: bool):
     if source is None:
         if eval_only:
             raise ValueError("--eval-only needs model.init_from: the fine-tuned model to evaluate")
-        config = LxmertConfig.from_preset(ft.model.preset, **{**sizes, **overrides})
-        for name, value in sizes.items():
-            if getattr(config, name) != value:
-                raise ValueError(f"model.overrides.{name}={getattr(config, name)} does not match the data ({value})")
+        config = preset_config(ft.model.preset, overrides, sizes)
         return cls(config), config, f"{ft.task}: from scratch ({ft.model.preset} preset)"
 
     state, file_config, unknown = read_native_state(source)
@@ -135,6 +130,10 @@ def build_model(ft: FinetuneConfig, data: TaskData, eval_only: bool):
                              f"({name} {getattr(base, name)})")
     config = LxmertConfig.from_dict({**base.to_dict(), **overrides, **sizes})
     net = cls(config)
+    # the answer head's last layer is only ever filled row by row, through the answer table
+    weight, bias = state.pop("answer_head.out.weight", None), state.pop("answer_head.out.bias", None)
+    if eval_only and weight is not None:
+        state.update({"answer_head.out.weight": weight, "answer_head.out.bias": bias})
     info = net.load_native_state(state, skip_heads=not eval_only, source=str(source), unknown=unknown)
     report = f"{ft.task}: encoder from {source} ({len(info['loaded'])} tensors)"
     if eval_only:
@@ -145,29 +144,30 @@ def build_model(ft: FinetuneConfig, data: TaskData, eval_only: bool):
         return net, config, report + "; heads loaded"
     if data.labels is None:
         return net, config, report + "; fresh classifier"
+    return net, config, report + "; " + transfer_answer_head(net, weight, bias, source, ft, data.labels)
 
-    weight, bias = state.get("answer_head.out.weight"), state.get("answer_head.out.bias")
+
+def transfer_answer_head(net, weight, bias, source: Path, ft: FinetuneConfig, labels: list[str]) -> str:
+    """Copy the answer-head rows of labels found in the checkpoint's answer table; say how many."""
+    from data.answers import AnswerTable, map_labels
+    from model.tasks import transfer_answer_rows
+
+    if weight is None:
+        return "the checkpoint has no answer head: it starts fresh"
     answers_file = source / ckpt.ANSWERS_FILE if source.is_dir() else None
     if answers_file is not None and answers_file.is_file():
-        table = json.loads(answers_file.read_text())
-        table_name = str(answers_file)
+        table, table_name = json.loads(answers_file.read_text()), str(answers_file)
     elif ft.data.pretrain_answers:
         table, table_name = AnswerTable.from_file(ft.data.pretrain_answers).answers, ft.data.pretrain_answers
     else:
-        table, table_name = None, None
-    if weight is None:
-        return net, config, report + "; the checkpoint has no answer head: it starts fresh"
-    if table is None:
-        if "answer_head.out.weight" in info["loaded"]:
-            return net, config, report + f"; answer head loaded as is ({weight.shape[0]} rows = labels)"
-        return net, config, report + (f"; answer head starts fresh: set data.pretrain_answers to the answer table "
-                                      f"of its {weight.shape[0]} rows (all_ans.json) to transfer them")
+        return (f"answer head starts fresh: set data.pretrain_answers to the answer table of its {weight.shape[0]} "
+                f"rows (all_ans.json) to transfer them")
     if len(table) != weight.shape[0]:
         raise ValueError(f"{table_name}: {len(table)} answers, but the checkpoint's answer head has {weight.shape[0]} "
                          f"rows (the answer table of another pre-training?)")
-    rows = map_labels(data.labels, table)
+    rows = map_labels(labels, table)
     transfer_answer_rows(net, weight, bias, rows)
-    return net, config, report + f"; answer head: {len(rows)} of {len(data.labels)} labels mapped from {table_name}"
+    return f"answer head: {len(rows)} of {len(labels)} labels mapped from {table_name}"
 
 
 @torch.no_grad()
@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.eval_only and not ft.data.train:
         raise ValueError("data.train is empty: give task files to fine-tune on (or --eval-only)")
     rank, world = init_distributed()
+    if ft.train.micro_batch_size == 0:  # the recipe's batch split over the ranks
+        ft.train.micro_batch_size = max(1, ft.train.global_batch_size // world)
     run_dir = Path(ft.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     if not args.eval_only:
@@ -276,4 +278,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code(main, "lxmert finetune"))

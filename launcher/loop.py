@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch.distributed as dist
 import yaml
 
 from launcher import checkpoint as ckpt
+from launcher.config import reconcile_batch
 from launcher.engine import build_engine, deepspeed_config, precision_of
 
 
@@ -136,6 +138,16 @@ class Outcome:
     ckpt_dir: Path
 
 
+def exit_code(main: Callable[[], int], prog: str) -> int:
+    """Run a job's ``main``: a user error (bad configuration, file, checkpoint) is one line on
+    stderr and exit status 2 on every rank, not a traceback."""
+    try:
+        return main()
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
 def steps_per_epoch(job: Job) -> int:
     run, micro = job.run, job.run.train.micro_batch_size
     steps = (len(job.sampler) // micro) // (run.train.global_batch_size // (micro * job.world))
@@ -152,6 +164,7 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
     ckpt_dir = run_dir / "checkpoints"
     resume_tag = ckpt.resolve_resume(ckpt_dir, resume)
     micro = run.train.micro_batch_size
+    reconcile_batch(run.train.global_batch_size, micro, world)  # an inconsistent batch stops here, with its numbers
     total_steps = run.train.epochs * steps_per_epoch(job)
     if run.train.max_steps:
         total_steps = min(total_steps, run.train.max_steps)
@@ -215,8 +228,9 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
         values = job.evaluate(engine)
         engine.train()
         log(values)
-        if rank == 0:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("valid/loss"))
+        if rank == 0:  # the metrics; losses are in TensorBoard
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items()
+                              if k.split("/")[-1] not in (*job.loss_names, "total"))
             (bar.write if bar is not None else print)(f"step {step}: {shown}")
         if job.best_metric is not None and (best is None or values[job.best_metric] > best):
             best = values[job.best_metric]

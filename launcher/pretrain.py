@@ -20,9 +20,9 @@ import torch
 import torch.distributed as dist
 
 from launcher import checkpoint as ckpt
-from launcher.config import RunConfig, load_config
+from launcher.config import RunConfig, load_config, preset_config
 from launcher.engine import init_distributed
-from launcher.loop import Job, Meter, loader, train
+from launcher.loop import Job, exit_code, Meter, loader, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,14 +67,8 @@ def build_data(run: RunConfig, rank: int, world: int):
 
 def model_config(run: RunConfig, store, answers, tokenizer):
     """The preset with the data's sizes (vocabulary, feature size, answers) unless set explicitly."""
-    from model import LxmertConfig
-
-    data_sizes = {"vocab_size": len(tokenizer), "visual_feat_dim": store.feature_dim, "num_qa_labels": len(answers)}
-    config = LxmertConfig.from_preset(run.model.preset, **{**data_sizes, **run.model.overrides})
-    for name, value in data_sizes.items():
-        if getattr(config, name) != value:
-            raise ValueError(f"model.overrides.{name}={getattr(config, name)} does not match the data ({value})")
-    return config
+    sizes = {"vocab_size": len(tokenizer), "visual_feat_dim": store.feature_dim, "num_qa_labels": len(answers)}
+    return preset_config(run.model.preset, run.model.overrides, sizes)
 
 
 OBJECTIVE_NAMES = ("mlm", "matched", "obj", "attr", "feat", "qa")
@@ -133,4 +127,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code(main, "lxmert pretrain"))

@@ -88,7 +88,7 @@ def test_finetune_config_recipes_and_errors(tmp_path):
 
     vqa = load_finetune_config(None, ["data.labels=l.json", "data.train=[t.json]"], task="vqa")
     assert (vqa.train.lr, vqa.train.epochs, vqa.train.global_batch_size, vqa.train.warmup_ratio,
-            vqa.train.gradient_clipping) == (5e-5, 4, 32, 0.1, 5.0)
+            vqa.train.gradient_clipping, vqa.train.micro_batch_size) == (5e-5, 4, 32, 0.1, 5.0, 0)
     assert load_finetune_config(None, ["data.labels=l.json", "data.train=[t]"], task="gqa").train.lr == 1e-5
     nlvr2 = load_finetune_config(None, ["data.train=[t]", "train.lr=2e-5", "train.epochs=1"], task="nlvr2")
     assert (nlvr2.train.lr, nlvr2.train.epochs, nlvr2.task) == (2e-5, 1, "nlvr2")

@@ -179,6 +179,52 @@ def test_kill_9_then_resume_is_exact(world, tmp_path, straight_run):
     assert [resumed[s] for s in range(1, 41)] == [straight_run[s] for s in range(1, 41)]
 
 
+def test_kill_during_checkpoint_writing_keeps_the_previous_checkpoint(world, tmp_path, straight_run):
+    """SIGKILL while step12 is being written (files present, no COMPLETE marker): step6 stays the
+    latest, and the resumed run's losses still equal the uninterrupted run's."""
+    from launcher.checkpoint import complete_tags, resolve_resume
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "SLOW_SAVE_SECONDS": "2"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "slow_checkpoint.py"),
+                             *run_args(world, run_dir, "zero2_fp32.json", *RESUME)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tag = run_dir / "checkpoints" / "step12"
+    _wait_for(lambda: any(tag.glob("*.pt")), proc)
+    proc.kill()
+    proc.wait()
+    assert any(tag.glob("*.pt")) and not (tag / "COMPLETE").exists(), "the kill should land inside the write"
+    assert complete_tags(run_dir / "checkpoints") == ["step6"]
+    assert resolve_resume(run_dir / "checkpoints", "auto") == "step6"
+    launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
+    resumed = losses(run_dir)
+    assert [resumed[s] for s in range(1, 41)] == [straight_run[s] for s in range(1, 41)]
+
+
+def test_kill_9_of_one_rank_then_resume_is_exact_at_two_ranks(world, tmp_path):
+    """2 ranks through the deepspeed launcher; SIGKILL of rank 1 alone mid-run takes the job down;
+    the resumed 2-rank run's losses equal an uninterrupted 2-rank run's bitwise (fp32, CPU)."""
+    import psutil
+
+    straight = tmp_path / "straight"
+    launch("deepspeed", run_args(world, straight, "zero2_fp32.json", *RESUME))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(29900 + os.getpid() % 100),
+                             str(ROOT / "launcher" / "pretrain.py"), *run_args(world, run_dir, "zero2_fp32.json", *RESUME)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: (run_dir / "checkpoints" / "step12" / "COMPLETE").exists() and _steps(run_dir) >= 14, proc)
+    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True) if "--local_rank=1" in p.cmdline()]
+    assert len(ranks) == 1, "rank 1's process not found"
+    ranks[0].kill()
+    proc.communicate(timeout=300)
+    assert proc.returncode != 0  # the launcher notices the lost rank and stops the job
+    assert _steps(run_dir) < 40
+    launch("deepspeed", run_args(world, run_dir, "zero2_fp32.json", *RESUME))
+    resumed, expected = losses(run_dir), losses(straight)
+    assert [resumed[s] for s in range(1, 41)] == [expected[s] for s in range(1, 41)]
+
+
 def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     from launcher.checkpoint import complete_tags, resolve_resume
 

@@ -1,0 +1,176 @@
+"""Fine-tuning with real processes: the pre-training ablation, NLVR2 on 2 ranks, starts from
+Hugging Face and original checkpoints, evaluation-only runs and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data.evaluation import read_submission, scores
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run(cmd: list[str], ok: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=ENV, cwd=ROOT)
+    if ok:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A synthetic world, its store, and the tiny preset pre-trained on it (one process, fp32), consolidated."""
+    from data.store import build_store
+    from data.synth import write_world
+
+    root = tmp_path_factory.mktemp("ft")
+    w = root / "world"
+    write_world(w, images=200, feat_dim=32, regions=12, progress=False)
+    build_store(w / "store", [w / "features" / "train.tsv", w / "features" / "val.tsv"], progress=False)
+    run([sys.executable, str(ROOT / "launcher" / "pretrain.py"), "--config", str(ROOT / "launcher/configs/synth_tiny.yaml"),
+         f"run_dir={root / 'pretrain'}", f"deepspeed={ROOT / 'ds_configs/zero2_fp32.json'}", f"data.store={w / 'store'}",
+         f"data.train=[{w / 'lxmert/train.json'}]", f"data.valid=[{w / 'lxmert/minival.json'}]",
+         f"data.answers={w / 'lxmert/all_ans.json'}", f"data.tokenizer={w / 'vocab.txt'}", "log.progress=false",
+         "train.epochs=6", "train.global_batch_size=32", "train.micro_batch_size=32"])
+    run([sys.executable, "-m", "launcher.cli", "consolidate", str(root / "pretrain" / "checkpoints"), str(root / "model")])
+    assert json.loads((root / "model" / "answers.json").read_text()) == json.loads(
+        (w / "vqa" / "trainval_label2ans.json").read_text())  # the synthetic world's tables agree
+    return root
+
+
+def finetune_args(root: Path, task: str, run_dir: Path, *extra: str) -> list[str]:
+    w = root / "world"
+    files = {"vqa": (f"data.train=[{w / 'vqa/train.json'}]", f"data.valid=[{w / 'vqa/minival.json'}]",
+                     f"data.labels={w / 'vqa/trainval_ans2label.json'}"),
+             "nlvr2": (f"data.train=[{w / 'nlvr2/train.json'}]", f"data.valid=[{w / 'nlvr2/valid.json'}]")}[task]
+    return ["--task", task, "--config", str(ROOT / f"launcher/configs/synth_{task}.yaml"), f"run_dir={run_dir}",
+            f"model.init_from={root / 'model'}", f"deepspeed={ROOT / 'ds_configs/zero2_fp32.json'}",
+            f"data.store={w / 'store'}", f"data.tokenizer={w / 'vocab.txt'}", "log.progress=false", *files, *extra]
+
+
+def finetune(*args: str) -> subprocess.CompletedProcess:
+    return run([sys.executable, str(ROOT / "launcher" / "finetune.py"), *args])
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
+    """The paper's central ablation in small: the same fine-tuning budget (the VQA recipe: 4 epochs,
+    batch 32, lr 5e-5, fixed seeds) from the pre-trained checkpoint and from scratch."""
+    out = finetune(*finetune_args(pretrained, "vqa", tmp_path / "pre"))
+    assert "answer head: 26 of 26 labels mapped" in out.stdout
+    finetune(*finetune_args(pretrained, "vqa", tmp_path / "scratch", "model.init_from=none"))
+    pre, scratch = results(tmp_path / "pre")["valid"]["accuracy"], results(tmp_path / "scratch")["valid"]["accuracy"]
+    print(f"VQA accuracy on the synthetic minival: pre-trained {pre:.4f}, from scratch {scratch:.4f}")
+    # seen when written: pre-trained 0.389, from scratch 0.181
+    assert pre >= scratch + 0.10, f"pre-trained {pre:.4f} vs from scratch {scratch:.4f}"
+
+    # the submission file holds the best model's predictions and scores as results.json says
+    rows = json.loads((pretrained / "world" / "vqa" / "minival.json").read_text())
+    predictions = read_submission("vqa", tmp_path / "pre" / "predictions" / "valid_predict.json")
+    assert set(predictions) == {r["question_id"] for r in rows}
+    assert scores("vqa", predictions, rows)["accuracy"] == pre
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "pre" / "tensorboard"))
+    acc.Reload()
+    assert {"valid/accuracy", "loss/total", "lr"} <= set(acc.Tags()["scalars"])
+    assert len(acc.Scalars("valid/accuracy")) == 4  # one evaluation per epoch
+    best = max(acc.Scalars("valid/accuracy"), key=lambda e: e.value)
+    assert results(tmp_path / "pre")["checkpoint"] == f"best-step{best.step}"
+
+    # evaluation only, from the consolidated best model, gives the same score and predictions
+    evaluate = run([sys.executable, "-m", "launcher.cli", "evaluate",
+                    *finetune_args(pretrained, "vqa", tmp_path / "eval", f"model.init_from={tmp_path / 'pre' / 'best'}",
+                                   f"data.test=[{pretrained / 'world' / 'vqa' / 'minival.json'}]", "data.train=[]")])
+    assert results(tmp_path / "eval")["valid"]["accuracy"] == pre, evaluate.stdout[-2000:]
+    assert read_submission("vqa", tmp_path / "eval" / "predictions" / "test_predict.json") == predictions
+    assert not (tmp_path / "eval" / "checkpoints").exists()
+
+
+def test_nlvr2_on_two_ranks_through_deepspeed(pretrained, tmp_path):
+    run_dir = tmp_path / "nlvr2"
+    out = run([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(29600 + os.getpid() % 1000),
+               str(ROOT / "launcher" / "finetune.py"), *finetune_args(pretrained, "nlvr2", run_dir, "train.epochs=2",
+                                                                      f"deepspeed={ROOT / 'ds_configs/zero2_bf16.json'}")])
+    assert "fresh classifier" in out.stdout
+    res = results(run_dir)
+    assert set(res["valid"]) == {"accuracy", "consistency"} and 0 <= res["valid"]["consistency"] <= res["valid"]["accuracy"]
+    rows = json.loads((pretrained / "world" / "nlvr2" / "valid.json").read_text())
+    predictions = read_submission("nlvr2", run_dir / "predictions" / "valid_predict.csv")
+    assert set(predictions) == {r["identifier"] for r in rows}  # every example once, from both ranks' shards
+    assert scores("nlvr2", predictions, rows) == res["valid"]
+    assert "world_size: 2" in (run_dir / "config.yaml").read_text()
+
+
+def test_finetune_from_hugging_face_and_original_checkpoints(pretrained, tmp_path):
+    """The same weights in three layouts give the same fine-tuning losses."""
+    from model import LxmertForPretraining
+
+    model = LxmertForPretraining.from_pretrained(pretrained / "model")
+    model.save_pretrained(tmp_path / "hf", hf=True)  # a Hugging Face directory: no answers.json, no vocab
+    model.save_original(tmp_path / "Epoch06_LXRT.pth")
+    answers = f"data.pretrain_answers={pretrained / 'world' / 'lxmert' / 'all_ans.json'}"
+    trace = {}
+    for name, init in (("native", pretrained / "model"), ("hf", tmp_path / "hf"), ("original", tmp_path / "Epoch06_LXRT.pth")):
+        out = finetune(*finetune_args(pretrained, "vqa", tmp_path / name, f"model.init_from={init}", answers,
+                                      "train.max_steps=4", "data.valid=[]"))
+        assert "answer head: 26 of 26 labels mapped" in out.stdout, out.stdout[-2000:]
+        trace[name] = (tmp_path / name / "losses.txt").read_text()
+    assert len(trace["native"].splitlines()) == 4
+    assert trace["hf"] == trace["native"] and trace["original"] == trace["native"]
+    # without an answer table the head of a Hugging Face checkpoint starts fresh, and says so
+    out = finetune(*finetune_args(pretrained, "vqa", tmp_path / "fresh", f"model.init_from={tmp_path / 'hf'}",
+                                  "train.max_steps=1", "data.valid=[]"))
+    assert "answer head starts fresh: set data.pretrain_answers" in out.stdout
+
+
+def test_bad_input_fails_clearly_and_writes_nothing(pretrained, tmp_path):
+    w = pretrained / "world"
+    rows = json.loads((w / "vqa" / "train.json").read_text())[:4]
+    (tmp_path / "unknown_answer.json").write_text(json.dumps([*rows, {**rows[0], "label": {"zebra": 1.0}}]))
+    (tmp_path / "missing_image.json").write_text(json.dumps([*rows, {**rows[0], "img_id": "nowhere123"}]))
+    (tmp_path / "no_sentence.json").write_text(json.dumps([{k: v for k, v in rows[0].items() if k != "sent"}]))
+    (tmp_path / "not_a_list.json").write_text(json.dumps({"questions": rows}))
+    cases = [
+        ([f"data.train=[{tmp_path / 'unknown_answer.json'}]"], "answer 'zebra' is not in the label vocabulary"),
+        ([f"data.train=[{tmp_path / 'missing_image.json'}]"], "1 images of the QA files are not in the feature store"),
+        ([f"data.train=[{tmp_path / 'no_sentence.json'}]"], "no_sentence.json: example 0 lacks 'sent'"),
+        ([f"data.train=[{tmp_path / 'not_a_list.json'}]"], "not_a_list.json: expected a list of examples"),
+        (["model.overrides.hidden_size=96"], "model.overrides.hidden_size=96 does not match the checkpoint"),
+        ([f"data.labels={tmp_path / 'nowhere.json'}"], "nowhere.json: no such file"),
+    ]
+    for extra, message in cases:
+        run_dir = tmp_path / "run"
+        out = run([sys.executable, str(ROOT / "launcher" / "finetune.py"), *finetune_args(pretrained, "vqa", run_dir, *extra)],
+                  ok=False)
+        assert out.returncode == 2 and message in out.stderr, (extra, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr and not run_dir.exists(), extra
+
+
+def test_finetune_checks_the_checkpoint_against_the_data(pretrained, tmp_path):
+    """A checkpoint of another feature size or vocabulary is refused before training (in-process)."""
+    from data.store import build_store
+    from data.synth import write_world
+    from launcher.config import load_finetune_config
+    from launcher.finetune import build_data, build_model
+
+    other = tmp_path / "other"
+    write_world(other, images=20, feat_dim=48, regions=12, progress=False)
+    build_store(other / "store", [other / "features" / "train.tsv"], progress=False)
+    ft = load_finetune_config(None, finetune_args(pretrained, "vqa", tmp_path / "run", f"data.store={other / 'store'}",
+                                                  f"data.valid=[{other / 'vqa/train.json'}]",
+                                                  f"data.train=[{other / 'vqa/train.json'}]")[4:])
+    data = build_data(ft, eval_only=False)
+    with pytest.raises(ValueError, match="the checkpoint's visual_feat_dim is 32 but the feature store gives 48"):
+        build_model(ft, data, eval_only=False)
