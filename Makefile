@@ -39,7 +39,7 @@ test: $(STAMP)
 # consolidation into one model, then VQA and NLVR2 fine-tuning (2 ranks each) from the
 # pre-trained model and from scratch with the same budget, and the table of their results.
 DS := PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/deepspeed --num_gpus 2
-DEMO_FT ?= train.epochs=2
+DEMO_FT ?=
 demo: $(STAMP)
 	rm -rf demo
 	$(VENV)/bin/lxmert synth --out demo/world --images 600 --feat-dim 2048

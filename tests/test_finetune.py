@@ -113,6 +113,24 @@ def test_nlvr2_on_two_ranks_through_deepspeed(pretrained, tmp_path):
     assert "world_size: 2" in (run_dir / "config.yaml").read_text()
 
 
+def test_gqa_through_the_cli_predicts_testdev_in_the_submission_format(pretrained, tmp_path):
+    w = pretrained / "world"
+    run_dir = tmp_path / "gqa"
+    run([sys.executable, "-m", "launcher.cli", "finetune", "--task", "gqa", f"run_dir={run_dir}",
+         f"model.init_from={pretrained / 'model'}", f"deepspeed={ROOT / 'ds_configs/zero2_fp32.json'}",
+         f"data.store={w / 'store'}", f"data.train=[{w / 'gqa/train.json'}]", f"data.valid=[{w / 'gqa/testdev.json'}]",
+         f"data.test=[{w / 'gqa/testdev.json'}]", f"data.labels={w / 'gqa/trainval_ans2label.json'}",
+         "log.progress=false", "train.epochs=1"])
+    config = (run_dir / "config.yaml").read_text()
+    assert "lr: 1.0e-05" in config and "gradient_clipping: 5.0" in config  # the GQA recipe
+    assert "tokenizer: " + str(pretrained / "model" / "vocab.txt") in config  # the checkpoint's vocabulary
+    rows = json.loads((w / "gqa" / "testdev.json").read_text())
+    submitted = json.loads((run_dir / "predictions" / "test_predict.json").read_text())
+    assert set(submitted[0]) == {"questionId", "prediction"} and len(submitted) == len(rows)
+    predictions = read_submission("gqa", run_dir / "predictions" / "test_predict.json")
+    assert scores("gqa", predictions, rows) == results(run_dir)["valid"]
+
+
 def test_finetune_from_hugging_face_and_original_checkpoints(pretrained, tmp_path):
     """The same weights in three layouts give the same fine-tuning losses."""
     from model import LxmertForPretraining
