@@ -214,7 +214,8 @@ def test_kill_9_of_one_rank_then_resume_is_exact_at_two_ranks(world, tmp_path):
                              str(ROOT / "launcher" / "pretrain.py"), *run_args(world, run_dir, "zero2_fp32.json", *RESUME)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(lambda: (run_dir / "checkpoints" / "step12" / "COMPLETE").exists() and _steps(run_dir) >= 14, proc)
-    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True) if "--local_rank=1" in p.cmdline()]
+    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)  # rank 1, not its loader workers
+             if "--local_rank=1" in p.cmdline() and "--local_rank=1" not in p.parent().cmdline()]
     assert len(ranks) == 1, "rank 1's process not found"
     ranks[0].kill()
     proc.communicate(timeout=300)
