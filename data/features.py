@@ -67,9 +67,12 @@ class RegionRecord:
     def num_boxes(self) -> int:
         return self.boxes.shape[0]
 
-    def tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The features as a new (N, D) tensor of ``dtype`` (a copy, converted by torch)."""
-        return torch.from_numpy(self.features).to(dtype, copy=True)
+    def tensor(self, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+        """The features as a new (N, D) tensor of ``dtype`` (a copy, converted by torch);
+        ``None`` keeps the stored precision (float16 halves what loader workers pass on, and
+        the model converts on its device, exactly)."""
+        features = torch.from_numpy(self.features)
+        return features.to(dtype or features.dtype, copy=True)
 
     def normalized_boxes(self) -> np.ndarray:
         """(x1/W, y1/H, x2/W, y2/H) clipped to [0, 1], float32."""

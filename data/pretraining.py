@@ -60,7 +60,7 @@ class PretrainingDataset(Dataset):
             inputs, labels = ids, torch.full_like(ids, IGNORE)
 
         rec = self.store[item.img_id]
-        feats = rec.tensor(torch.float32)
+        feats = rec.tensor(None)
         boxes = torch.from_numpy(rec.normalized_boxes())
         n = feats.shape[0]
         mask = torch.zeros(n)
@@ -68,7 +68,7 @@ class PretrainingDataset(Dataset):
         if obj.visual:
             other = self.store[self.images[int(torch.randint(len(self.images), (1,), generator=gen))]]
             pick = torch.randint(other.num_boxes, (n,), generator=gen)
-            replacement = other.tensor(torch.float32)[pick]
+            replacement = other.tensor(None)[pick]
             masked_feats, mask = mask_regions(feats, replacement, gen, obj.obj_mask_probability)
         obj_conf = torch.from_numpy(rec.objects_conf.copy())
         attr_conf = torch.from_numpy(rec.attrs_conf.copy())

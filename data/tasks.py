@@ -80,7 +80,7 @@ class QADataset(Dataset):
             if ans in self.ans2label:
                 target[self.ans2label[ans]] = score
         return {"question_id": row["question_id"], "input_ids": torch.tensor(encode(self.tokenizer, row["sent"], self.max_tokens)),
-                "visual_feats": rec.tensor(torch.float32), "visual_pos": torch.from_numpy(rec.normalized_boxes()),
+                "visual_feats": rec.tensor(None), "visual_pos": torch.from_numpy(rec.normalized_boxes()),
                 "target": target}
 
 
@@ -136,7 +136,7 @@ class NLVR2Dataset(Dataset):
         row = self.rows[index[1] if isinstance(index, tuple) else index]  # (epoch, index) from ResumableSampler
         recs = [self.store[row["img0"]], self.store[row["img1"]]]
         return {"identifier": row["identifier"], "input_ids": torch.tensor(encode(self.tokenizer, row["sent"], self.max_tokens)),
-                "visual_feats": [r.tensor(torch.float32) for r in recs],
+                "visual_feats": [r.tensor(None) for r in recs],
                 "visual_pos": [torch.from_numpy(r.normalized_boxes()) for r in recs], "label": int(row.get("label", -100))}
 
 

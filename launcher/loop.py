@@ -42,7 +42,9 @@ class Stopper:
         return bool(flag.item())
 
 
-def loader(dataset, sampler, run, batch_size: int, collate: Callable, drop_last: bool = True):
+def loader(dataset, sampler, run, batch_size: int, collate: Callable, drop_last: bool = True,
+           persistent: bool = False):
+    """``persistent``: the workers live across epochs (each ``iter()`` reads the sampler afresh)."""
     workers = run.data.num_workers
     # The loader draws its workers' base seed from its own generator, not the global one, so that
     # starting a loader (as a resumed run does mid-epoch) leaves the dropout random stream untouched.
@@ -50,8 +52,8 @@ def loader(dataset, sampler, run, batch_size: int, collate: Callable, drop_last:
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                        generator=torch.Generator().manual_seed(run.train.seed),
                                        collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                                       persistent_workers=False, prefetch_factor=4 if workers else None,
-                                       drop_last=drop_last)
+                                       persistent_workers=persistent and workers > 0,
+                                       prefetch_factor=4 if workers else None, drop_last=drop_last)
 
 
 class Meter:
@@ -238,10 +240,11 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
 
     done = step >= total_steps
     stopped = False
+    train_loader = loader(job.train_set, sampler, run, micro, job.collate, persistent=True)  # no worker start-up per epoch
     while not done:
         if sampler.epoch != epoch:
             sampler.set_epoch(epoch)
-        batches = iter(loader(job.train_set, sampler, run, micro, job.collate))
+        batches = iter(train_loader)
         while True:
             waited = time.perf_counter()
             batch = next(batches, None)
