@@ -106,7 +106,7 @@ def collate_qa(examples: list[dict]) -> TaskBatch:
         attention_mask=pad_1d([torch.ones_like(e["input_ids"]) for e in examples]), visual_feats=feats,
         visual_pos=pad_regions([e["visual_pos"] for e in examples])[0], visual_attention_mask=vmask,
         labels=torch.stack([e["target"] for e in examples]),
-    )
+    ).for_transfer()
 
 
 class NLVR2Dataset(Dataset):
@@ -150,4 +150,4 @@ def collate_nlvr2(examples: list[dict]) -> TaskBatch:
         visual_feats=feats.view(b, 2, *feats.shape[1:]), visual_pos=boxes.view(b, 2, *boxes.shape[1:]),
         visual_attention_mask=None if vmask is None else vmask.view(b, 2, -1),
         labels=torch.tensor([e["label"] for e in examples]),
-    )
+    ).for_transfer()

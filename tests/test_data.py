@@ -235,6 +235,24 @@ def test_loader_resume_with_workers_gives_the_same_batches(world, world_size):
             assert torch.equal(a.visual_feats, b.visual_feats) and torch.equal(a.ans, b.ans)
 
 
+def test_worker_batches_cross_as_one_buffer_per_dtype_and_equal_in_process_batches(world):
+    from dataclasses import fields
+
+    ds = make_dataset(world)
+    sampler = ResumableSampler(len(ds), 0, 1, seed=1)
+    in_process = list(torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, collate_fn=collate_pretraining))
+    from_worker = list(torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=1,
+                                                   collate_fn=collate_pretraining, multiprocessing_context="fork"))
+    assert len(in_process) == len(from_worker) > 0
+    for a, b in zip(in_process, from_worker):
+        tensors = {f.name: getattr(b, f.name) for f in fields(b) if isinstance(getattr(b, f.name), torch.Tensor)}
+        for name, t in tensors.items():
+            assert torch.equal(getattr(a, name), t) and getattr(a, name).dtype == t.dtype, name
+        storages = {t.untyped_storage().data_ptr() for t in tensors.values()}
+        assert len(storages) == len({t.dtype for t in tensors.values()}) < len(tensors)
+        assert b.visual_feats.dtype == torch.float16  # the store's precision: the model converts on its device
+
+
 def test_task_datasets_feed_the_task_models(world, tmp_path):
     from data.tasks import NLVR2Dataset, QADataset, collate_nlvr2, collate_qa, load_label_vocab
     from model import LxmertConfig, LxmertForNLVR2, LxmertForQuestionAnswering
