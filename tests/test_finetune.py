@@ -131,6 +131,36 @@ def test_gqa_through_the_cli_predicts_testdev_in_the_submission_format(pretraine
     assert scores("gqa", predictions, rows) == results(run_dir)["valid"]
 
 
+def test_preempted_finetuning_resumes_to_the_same_best_model(pretrained, tmp_path):
+    """SIGUSR1 after the first epoch's best checkpoint: the resumed run keeps tracking the best
+    and ends with the uninterrupted run's losses, best tag and scores (fp32, one process)."""
+    import signal
+    import time
+
+    args = ("train.epochs=2", "log.every=1")
+    finetune(*finetune_args(pretrained, "vqa", tmp_path / "straight", *args))
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launcher" / "finetune.py"),
+                             *finetune_args(pretrained, "vqa", run_dir, *args)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not any((run_dir / "checkpoints").glob("best-step*/COMPLETE")):
+        assert proc.poll() is None and time.time() < deadline, "no best checkpoint before the run ended"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGUSR1)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "stopped by signal at step" in output, output[-2000:]
+    assert not (run_dir / "results.json").exists()
+    finetune(*finetune_args(pretrained, "vqa", run_dir, *args))
+
+    def trace(d: Path) -> dict[int, str]:
+        return dict(line.split() for line in (d / "losses.txt").read_text().splitlines())
+
+    assert trace(run_dir) == trace(tmp_path / "straight")
+    straight, resumed = results(tmp_path / "straight"), results(run_dir)
+    assert resumed["checkpoint"] == straight["checkpoint"] and resumed["valid"] == straight["valid"]
+
+
 def test_finetune_from_hugging_face_and_original_checkpoints(pretrained, tmp_path):
     """The same weights in three layouts give the same fine-tuning losses."""
     from model import LxmertForPretraining
