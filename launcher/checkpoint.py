@@ -64,6 +64,9 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, keep: int, tag: 
     once the new one is complete. Best tags are never resumed from and never pruned by ``keep``."""
     best = tag == BEST
     tag = f"{BEST if best else ''}step{step}"
+    if dist.get_rank() == 0 and (ckpt_dir / tag).exists():  # saved before (a run resumed from an earlier tag):
+        shutil.rmtree(ckpt_dir / tag)  # never rewrite files in place under a COMPLETE marker
+    dist.barrier()
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=not best)
     dist.barrier()
     if dist.get_rank() == 0:

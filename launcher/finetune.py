@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,9 +269,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     tag = ckpt.best_tag(ckpt_dir) or ckpt.complete_tags(ckpt_dir)[-1]  # no valid split: the last weights
     best_dir = run_dir / "best"
-    if rank == 0:
-        ckpt.consolidate(ckpt_dir, best_dir, tag=tag)
-    dist.barrier()
+    failure = [None]
+    if rank == 0:  # into best.partial, then renamed: RUN_DIR/best never mixes two models' files
+        partial = run_dir / "best.partial"
+        try:
+            shutil.rmtree(partial, ignore_errors=True)
+            ckpt.consolidate(ckpt_dir, partial, tag=tag)
+            shutil.rmtree(best_dir, ignore_errors=True)
+            partial.rename(best_dir)
+        except (OSError, ValueError) as exc:
+            failure = [f"{ckpt_dir / tag}: consolidation failed: {exc}"]
+    dist.broadcast_object_list(failure, src=0)  # every rank stops with the error, none waits for ever
+    if failure[0] is not None:
+        raise ValueError(failure[0])
     best = type(net).from_pretrained(best_dir).to(device)
     finish(best, data, ft, rank, world, device, {"model": str(best_dir), "checkpoint": tag,
                                                  "init_from": str(init_path(ft)), "steps": outcome.step})

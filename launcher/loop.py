@@ -165,6 +165,9 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
     run_dir = Path(run.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     resume_tag = ckpt.resolve_resume(ckpt_dir, resume)
+    if resume_tag is None and resume in (None, "none") and (ckpt.complete_tags(ckpt_dir) or ckpt.best_tag(ckpt_dir)):
+        raise ValueError(f"{ckpt_dir} holds checkpoints of an earlier run: resume it (--resume auto), or start "
+                         f"afresh in another run_dir")
     micro = run.train.micro_batch_size
     reconcile_batch(run.train.global_batch_size, micro, world)  # an inconsistent batch stops here, with its numbers
     total_steps = run.train.epochs * steps_per_epoch(job)
@@ -238,6 +241,8 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
             best = values[job.best_metric]
             ckpt.save(engine, ckpt_dir, step, client_state(), run.checkpoint.keep, tag=ckpt.BEST)
 
+    accumulation = ds_config["gradient_accumulation_steps"]
+    warm_up_end = step + 3  # throughput is measured from here
     done = step >= total_steps
     stopped = False
     train_loader = loader(job.train_set, sampler, run, micro, job.collate, persistent=True)  # no worker start-up per epoch
@@ -245,6 +250,7 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
         if sampler.epoch != epoch:
             sampler.set_epoch(epoch)
         batches = iter(train_loader)
+        left = len(sampler) // micro  # micro batches this epoch still holds
         while True:
             waited = time.perf_counter()
             batch = next(batches, None)
@@ -252,6 +258,7 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
             throughput.wait += time.perf_counter() - waited
             if batch is None:
                 break
+            left -= 1
             batch = batch.to(engine.device, non_blocking=True)
             out = engine(**batch.model_inputs())
             engine.backward(out.loss)
@@ -262,6 +269,7 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
             if not boundary:
                 continue
             step += 1
+            epoch_end = left < accumulation  # no further optimizer step in this epoch
             if loss_file is not None:
                 loss_file.write(f"{step} {out.loss.item()!r}\n")
                 loss_file.flush()
@@ -281,7 +289,10 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
                     values["loss_scale"] = float(scale)
                 log(values)
                 meter.reset()
-            if run.log.valid_every and step % run.log.valid_every == 0 and job.evaluate is not None:
+            # evaluate before this step's checkpoint, so that a checkpoint always holds the best
+            # metric up to its step and a resumed run never evaluates the same weights twice
+            due = step % run.log.valid_every == 0 if run.log.valid_every else epoch_end
+            if job.evaluate is not None and (due or step == total_steps):
                 evaluate()
             stop = stopper.any_rank(engine.device)
             if step % run.checkpoint.every == 0 or step == total_steps or stop:
@@ -291,15 +302,13 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
                     print(f"stopped by signal at step {step}; checkpoint saved", flush=True)
                 done = stopped = True
                 break
-            if step == 3:
+            if step == warm_up_end:
                 throughput.start(step)
             if step >= total_steps:
                 done = True
                 break
         if not done:  # the epoch's data is exhausted
             epoch += 1
-        if not stopped and job.evaluate is not None and not run.log.valid_every and (not done or step >= total_steps):
-            evaluate()
     if bar is not None:
         bar.close()
     if writer is not None:

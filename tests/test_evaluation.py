@@ -26,14 +26,16 @@ def test_gqa_accuracy_is_exact_match():
 
 
 def test_nlvr2_accuracy_and_consistency_groups():
-    # sentence dev-1-0: 3 pairs, all right; dev-2-0: 2 pairs, one wrong; dev-3-1: 1 pair, wrong
+    # sentence dev-1-0: 3 pairs, all right; dev-1-1 (same set, another sentence): 1 pair, wrong;
+    # dev-2-0: 2 pairs, one wrong; dev-3-1: 1 pair, right
     rows = [{"identifier": f"dev-1-0-{j}", "label": j % 2} for j in range(3)]
-    rows += [{"identifier": "dev-2-0-0", "label": 1}, {"identifier": "dev-2-0-1", "label": 0},
-             {"identifier": "dev-3-1-0", "label": 1}]
-    preds = {"dev-1-0-0": 0, "dev-1-0-1": 1, "dev-1-0-2": 0, "dev-2-0-0": 1, "dev-2-0-1": 1, "dev-3-1-0": 0}
+    rows += [{"identifier": "dev-1-1-0", "label": 1}, {"identifier": "dev-2-0-0", "label": 1},
+             {"identifier": "dev-2-0-1", "label": 0}, {"identifier": "dev-3-1-0", "label": 1}]
+    preds = {"dev-1-0-0": 0, "dev-1-0-1": 1, "dev-1-0-2": 0, "dev-1-1-0": 0, "dev-2-0-0": 1, "dev-2-0-1": 1,
+             "dev-3-1-0": 1}
     result = nlvr2_scores(preds, rows)
-    assert result["accuracy"] == pytest.approx(4 / 6)
-    assert result["consistency"] == pytest.approx(1 / 3)
+    assert result["accuracy"] == pytest.approx(5 / 7)
+    assert result["consistency"] == pytest.approx(2 / 4)  # grouping by set (dev-1) would give 1/3
 
 
 @pytest.mark.parametrize("task, preds", [

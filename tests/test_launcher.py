@@ -239,6 +239,20 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     assert resolve_resume(tmp_path / "none", "auto") is None
 
 
+def test_starting_afresh_over_an_earlier_run_is_refused(tmp_path):
+    """--resume none in a run directory with checkpoints would mix two runs' tags (and prune the new ones)."""
+    from types import SimpleNamespace
+
+    from launcher.loop import Job, train
+
+    (tmp_path / "run" / "checkpoints" / "step6").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "step6" / "COMPLETE").write_text("6\n")
+    job = Job(name="x", run=SimpleNamespace(run_dir=str(tmp_path / "run")), rank=0, world=1, model=None,
+              model_config=None, train_set=None, sampler=None, collate=None)
+    with pytest.raises(ValueError, match="holds checkpoints of an earlier run: resume it"):
+        train(job, "none")
+
+
 def test_bad_inputs_fail_before_heavy_work(world, tmp_path):
     for extra, message in ((["data.store=/nonexistent/store"], "/nonexistent/store: no such feature store"),
                            (["deepspeed=/nonexistent.json"], "/nonexistent.json: unreadable DeepSpeed config"),
