@@ -35,6 +35,23 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def locate(checkpoint: str) -> Path:
+    """A local checkpoint file or directory, or a Hugging Face hub model id (``unc-nlp/lxmert-base-uncased``:
+    its config, weights and vocab.txt are fetched into the hub cache)."""
+    path = Path(checkpoint)
+    if path.exists():
+        return path
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", checkpoint) and not checkpoint.startswith((".", "/")):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(checkpoint, allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt"]))
+        except Exception as exc:  # offline, unknown id, no access: one clear line
+            raise FileNotFoundError(f"{checkpoint}: no such local checkpoint, and the Hugging Face hub did not provide "
+                                    f"it ({type(exc).__name__})") from None
+    raise FileNotFoundError(f"{checkpoint}: no such checkpoint file or directory")
+
+
 def vocab_file(tokenizer: str) -> str | None:
     """The vocab.txt behind a tokenizer argument (a file or a folder), copied next to consolidated models."""
     path = Path(tokenizer).resolve()

@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--eval-only: data.valid and data.test are empty: nothing to evaluate")
     if not args.eval_only and not ft.data.train:
         raise ValueError("data.train is empty: give task files to fine-tune on (or --eval-only)")
+    if init_path(ft) is not None:  # a local path, or a hub id fetched once here
+        ft.model.init_from = str(ckpt.locate(ft.model.init_from))
     rank, world = init_distributed()
     if ft.train.micro_batch_size == 0:  # the recipe's batch split over the ranks
         ft.train.micro_batch_size = max(1, ft.train.global_batch_size // world)

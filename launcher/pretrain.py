@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = model_config(run, store, answers, tokenizer)
     if run.model.init_from:
-        net = LxmertForPretraining.from_pretrained(run.model.init_from, config, skip_heads=True)
+        net = LxmertForPretraining.from_pretrained(ckpt.locate(run.model.init_from), config, skip_heads=True)
     else:
         net = LxmertForPretraining(config)
     job = Job(name="pre-training", run=run, rank=rank, world=world, model=net, model_config=config,

@@ -15,7 +15,8 @@ from data.evaluation import read_submission, scores
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+       "HF_HUB_OFFLINE": "1"}
 
 
 def run(cmd: list[str], ok: bool = True) -> subprocess.CompletedProcess:
@@ -199,6 +200,9 @@ def test_bad_input_fails_clearly_and_writes_nothing(pretrained, tmp_path):
         ([f"data.train=[{tmp_path / 'not_a_list.json'}]"], "not_a_list.json: expected a list of examples"),
         (["model.overrides.hidden_size=96"], "model.overrides.hidden_size=96 does not match the checkpoint"),
         ([f"data.labels={tmp_path / 'nowhere.json'}"], "nowhere.json: no such file"),
+        (["model.init_from=no-such-org/no-such-lxmert"],  # a hub id; the tests run offline
+         "no-such-org/no-such-lxmert: no such local checkpoint, and the Hugging Face hub did not provide it"),
+        ([f"model.init_from={tmp_path / 'missing.pth'}"], "missing.pth: no such checkpoint file or directory"),
     ]
     for extra, message in cases:
         run_dir = tmp_path / "run"
