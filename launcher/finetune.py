@@ -172,7 +172,8 @@ def transfer_answer_head(net, weight, bias, source: Path, ft: FinetuneConfig, la
 
 
 @torch.no_grad()
-def predict(model, dataset, data: TaskData, ft: FinetuneConfig, rank: int, world: int, device) -> dict:
+def predict(model, dataset, data: TaskData, ft: FinetuneConfig, rank: int, world: int, device,
+            split: str = "valid") -> dict:
     """{question_id: answer} or {identifier: 0|1} over the whole split, gathered on every rank.
     Each rank takes every world-th example; shards are padded to equal length (ZeRO-3 ranks must
     run the same number of forwards) and the padding's duplicates dropped."""
@@ -182,7 +183,11 @@ def predict(model, dataset, data: TaskData, ft: FinetuneConfig, rank: int, world
     per_rank = -(-n // world)
     indices = [(rank + world * i) % n for i in range(per_rank)]
     out: list[tuple] = []
-    for batch in loader(dataset, indices, ft, ft.train.micro_batch_size, data.collate, drop_last=False):
+    batches = loader(dataset, indices, ft, ft.train.micro_batch_size, data.collate, drop_last=False)
+    from tqdm import tqdm
+
+    for batch in tqdm(batches, desc=f"predicting {split}", unit="batch", leave=False,
+                      disable=rank != 0 or not ft.log.progress):
         batch = batch.to(device)
         inputs = {k: v for k, v in batch.model_inputs().items() if k != "labels"}
         best = model(**inputs).logits.argmax(-1).tolist()
@@ -207,7 +212,7 @@ def finish(model, data: TaskData, ft: FinetuneConfig, rank: int, world: int, dev
     run_dir = Path(ft.run_dir)
     results = {"task": ft.task, **extra, "predictions": {}}
     for split, dataset in data.splits.items():
-        predictions = predict(model, dataset, data, ft, rank, world, device)
+        predictions = predict(model, dataset, data, ft, rank, world, device, split)
         if split == "valid":
             results["valid"] = split_scores(ft.task, predictions, dataset)
         if rank == 0:
