@@ -94,10 +94,11 @@ class PretrainingBatch(_Batch):
         )
 
 
-def collate_pretraining(examples: list[dict]) -> PretrainingBatch:
+def collate_pretraining(examples: list[dict], pack: bool = True) -> PretrainingBatch:
+    """``pack=False``: never lay the batch out for transfer (bench/loader.py's anchor)."""
     ids = pad_1d([e["input_ids"] for e in examples], 0)
     feats, vmask = pad_regions([e["visual_feats"] for e in examples])
-    return PretrainingBatch(
+    batch = PretrainingBatch(
         input_ids=ids, attention_mask=pad_1d([torch.ones_like(e["input_ids"]) for e in examples], 0),
         labels=pad_1d([e["labels"] for e in examples], -100), visual_feats=feats,
         visual_pos=pad_regions([e["visual_pos"] for e in examples])[0], visual_attention_mask=vmask,
@@ -109,4 +110,5 @@ def collate_pretraining(examples: list[dict]) -> PretrainingBatch:
         feat_mask=pad_regions([e["feat_mask"] for e in examples])[0],
         matched_label=torch.tensor([e["matched_label"] for e in examples]),
         ans=torch.tensor([e["ans"] for e in examples]),
-    ).for_transfer()
+    )
+    return batch.for_transfer() if pack else batch

@@ -1,0 +1,97 @@
+"""Pre-training DataLoader throughput through worker processes: the shipped path against the
+previous one (the anchor, measured in the same run).
+
+Shipped: region features leave the workers in the store's float16 and a worker lays a batch's
+tensors out in one buffer per dtype (``_Batch.for_transfer``: 3 shared-memory segments).
+Anchor: the path before that change, features converted to float32 in the worker and every
+tensor in its own segment (14 per batch). Both read the same store, tokenise, mask and
+collate identically; the training process only receives batches.
+
+    python bench/loader.py [--batches 8,64] [--workers 1,2] [--images 300] [--dir /tmp/lxmert-loader]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def collate_anchor(examples: list[dict]):
+    """The previous transfer: float32 features, one storage per tensor."""
+    from data.collate import collate_pretraining
+
+    batch = collate_pretraining(examples, pack=False)
+    for f in dataclasses.fields(batch):
+        v = getattr(batch, f.name)
+        if isinstance(v, torch.Tensor) and v.dtype == torch.float16:
+            setattr(batch, f.name, v.to(torch.float32))
+    return batch
+
+
+def samples_per_sec(dataset, collate, batch_size: int, workers: int, batches: int) -> float:
+    from data.sampler import ResumableSampler
+
+    sampler = ResumableSampler(len(dataset), 0, 1, seed=0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                         collate_fn=collate, prefetch_factor=4, drop_last=True,
+                                         persistent_workers=True)
+    it = iter(loader)
+    for _ in range(3):  # warm-up: workers started, prefetch queue filled
+        next(it)
+    start, n = time.perf_counter(), 0
+    for _ in range(batches):
+        batch = next(it, None)
+        if batch is None:
+            it = iter(loader)
+            batch = next(it)
+        n += len(batch)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", default="8,64", help="batch sizes")
+    parser.add_argument("--workers", default="1,2", help="worker counts")
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=200, help="batches timed per measurement")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/lxmert-loader"))
+    args = parser.parse_args()
+
+    from data.answers import AnswerTable
+    from data.collate import collate_pretraining
+    from data.corpus import load_corpus
+    from data.objectives import ObjectiveConfig
+    from data.pretraining import PretrainingDataset
+    from data.store import FeatureStore, build_store
+    from data.synth import write_world
+    from data.tokenize import load_tokenizer
+
+    world = args.dir / f"world{args.images}"
+    if not (world / "store").exists():
+        write_world(world, images=args.images, regions=36, feat_dim=2048, progress=False)
+        build_store(world / "store", [world / "features" / "train.tsv"], progress=False)
+    store = FeatureStore(world / "store")
+    answers = AnswerTable.from_file(world / "lxmert" / "all_ans.json")
+    items, _ = load_corpus([world / "lxmert" / "train.json"], None, answers, store, "drop")
+    dataset = PretrainingDataset(items, store, load_tokenizer(world / "vocab.txt"), ObjectiveConfig(), seed=0)
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, {len(dataset)} examples, 36 regions x 2048 (float16 store)")
+    print(f"{'batch':>5} {'workers':>7} {'anchor samples/s':>17} {'ours samples/s':>15} {'ratio':>6}")
+    for b in map(int, args.batches.split(",")):
+        for w in map(int, args.workers.split(",")):
+            steps = max(20, args.steps * 8 // b)
+            anchor = samples_per_sec(dataset, collate_anchor, b, w, steps)
+            ours = samples_per_sec(dataset, collate_pretraining, b, w, steps)
+            print(f"{b:>5} {w:>7} {anchor:>17.0f} {ours:>15.0f} {ours / anchor:>5.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
