@@ -14,7 +14,7 @@ Written under OUT:
     vqa/{train,minival}.json               VQA task files, trainval_ans2label.json / label2ans
     gqa/{train,testdev}.json               GQA task files, trainval_ans2label.json / label2ans
     nlvr2/{train,valid}.json               NLVR2 pairs
-    vocab.txt                              WordPiece vocabulary trained on the world's text
+    vocab.txt                              WordPiece vocabulary of the world's text (deterministic)
     world.json                             sizes: images, regions, feature dim, labels
 """
 
@@ -133,14 +133,16 @@ def _dump(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _train_vocab(texts: list[str], out: Path, size: int) -> None:
-    from tokenizers import BertWordPieceTokenizer
-
-    tok = BertWordPieceTokenizer(lowercase=True)
-    tok.train_from_iterator(texts, vocab_size=size, min_frequency=1, show_progress=False,
-                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+def _write_vocab(texts: list[str], out: Path) -> None:
+    """A WordPiece vocabulary of the world's text: special tokens, every character (also as a
+    ``##`` continuation), then every whole word, each group sorted. Deterministic: the same world
+    gives the same file on every machine (a trained vocabulary breaks frequency ties by hash order)."""
+    words = sorted({w for text in texts for w in text.lower().split()})
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars),
+             *(w for w in words if len(w) > 1)]
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(sorted(tok.get_vocab(), key=tok.get_vocab().get)) + "\n")
+    tmp.write_text("\n".join(vocab) + "\n")
     os.replace(tmp, out)
 
 
@@ -220,7 +222,7 @@ def write_world(out: str | os.PathLike, images: int = 600, seed: int = 0, region
     for split, rows in nlvr2.items():
         _dump(out / "nlvr2" / f"{split}.json", rows)
 
-    _train_vocab(texts, out / "vocab.txt", size=400)
+    _write_vocab(texts, out / "vocab.txt")
     vocab_size = len((out / "vocab.txt").read_text().split("\n")) - 1
     world = {"images": images, "train_images": len(splits["train"]), "val_images": n_val, "regions": regions,
              "feature_dim": feat_dim, "num_object_labels": len(CLASSES) + 1, "num_attr_labels": len(COLOURS) + 1,

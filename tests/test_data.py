@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -297,3 +298,15 @@ def test_task_files_bad_input(world, tmp_path):
                                                       "sent": "s", "label": 1}]))
     with pytest.raises(ValueError, match="not in the feature store .* e.g. nope"):
         NLVR2Dataset([tmp_path / "noimg.json"], store, tok)
+
+
+def test_synthetic_world_is_the_same_on_every_run(tmp_path):
+    """Same seed, same files, byte for byte (the vocabulary included), so demo and test numbers reproduce."""
+    from data.synth import write_world
+
+    for name in ("a", "b"):
+        write_world(tmp_path / name, images=30, feat_dim=16, regions=10, progress=False)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) > 10 and Path("vocab.txt") in files
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
