@@ -3,7 +3,8 @@
 Builds a synthetic world (36 regions x 2048 features, as real stores) and its feature store,
 then runs the real job (launcher/pretrain.py; the deepspeed launcher for several ranks) for
 each preset and rank count, and prints samples/s after warm-up and the share of the time spent
-waiting for data (target: under 5%). On a GPU it adds model FLOPs utilisation (model FLOPs of
+waiting for data (target: under 5%). The final checkpoint's write is timed apart ("ckpt s"), not
+as training. On a GPU it adds model FLOPs utilisation (model FLOPs of
 our step, counted by torch's FLOP counter) and peak memory.
 
     python bench/pretrain_throughput.py [--presets tiny,base] [--ranks 1,2] [--steps 20]
@@ -78,7 +79,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{device}, torch {torch.__version__}, {args.ds} ({precision}), micro batch {args.micro} per rank, "
           f"{args.workers} loader workers per rank, 20-token sentences, 36 regions x 2048")
-    print(f"{'preset':<7}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}{'peak GiB':>10}")
+    print(f"{'preset':<7}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}{'peak GiB':>10}{'ckpt s':>8}")
     for preset in args.presets.split(","):
         flops = flops_per_example(preset, world, args.micro)
         for ranks in map(int, args.ranks.split(",")):
@@ -113,8 +114,8 @@ def main() -> None:
             if peak:
                 mfu = f"{r['samples_per_sec'] * flops / (peak * ranks):.1%}"
             mem = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else ""
-            print(f"{preset:<7}{ranks:>6}{r['samples_per_sec']:>11.2f}{r['data_wait_fraction']:>10.1%}{mfu:>8}{mem:>10}",
-                  flush=True)
+            print(f"{preset:<7}{ranks:>6}{r['samples_per_sec']:>11.2f}{r['data_wait_fraction']:>10.1%}{mfu:>8}{mem:>10}"
+                  f"{r['checkpoint_seconds']:>8.1f}", flush=True)
     print(f"model step FLOPs per example (ours, torch's counter): see MFU; working folder {work}")
 
 

@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
@@ -92,21 +93,46 @@ class Meter:
 
 
 class Throughput:
-    """Whole-run samples/s and share of time waiting for data, after the first steps (warm-up)."""
+    """Training samples/s after the first steps (warm-up), and the share of that time spent
+    waiting for data. The clock runs only while the job trains: validation passes and checkpoint
+    writes are timed apart (``aside``) and reported as ``eval_seconds`` and ``checkpoint_seconds``.
+    On a GPU the queued work is waited for whenever the clock is read, so that each second is
+    counted where the GPU spent it."""
 
-    def __init__(self, global_batch: int) -> None:
-        self.global_batch, self.begin, self.first_step, self.wait = global_batch, None, 0, 0.0
+    def __init__(self, global_batch: int, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.global_batch, self.clock = global_batch, clock
+        self.begin, self.first_step, self.wait = None, 0, 0.0
+        self.apart = {"eval": 0.0, "checkpoint": 0.0}
+
+    def _now(self) -> float:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return self.clock()
 
     def start(self, step: int) -> None:
-        self.begin, self.first_step, self.wait = time.perf_counter(), step, 0.0
+        self.begin, self.first_step, self.wait = self._now(), step, 0.0
+        self.apart = dict.fromkeys(self.apart, 0.0)
+
+    @contextmanager
+    def aside(self, kind: str):
+        """Time the enclosed work as ``kind`` ("eval" or "checkpoint"), not as training."""
+        if self.begin is None:
+            yield
+            return
+        began = self._now()
+        try:
+            yield
+        finally:
+            self.apart[kind] += self._now() - began
 
     def summary(self, step: int) -> dict | None:
         if self.begin is None or step <= self.first_step:
             return None
-        seconds = time.perf_counter() - self.begin
+        seconds = self._now() - self.begin - sum(self.apart.values())
         out = {"steps": step - self.first_step, "seconds": seconds,
                "samples_per_sec": (step - self.first_step) * self.global_batch / seconds,
-               "data_wait_fraction": self.wait / seconds}
+               "data_wait_fraction": self.wait / seconds,
+               **{f"{kind}_seconds": value for kind, value in self.apart.items()}}
         if torch.cuda.is_available():
             out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         return out
@@ -230,7 +256,8 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
 
     def evaluate() -> None:
         nonlocal best
-        values = job.evaluate(engine)
+        with throughput.aside("eval"):
+            values = job.evaluate(engine)
         engine.train()
         log(values)
         if rank == 0:  # the metrics; losses are in TensorBoard
@@ -239,7 +266,8 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
             (bar.write if bar is not None else print)(f"step {step}: {shown}")
         if job.best_metric is not None and (best is None or values[job.best_metric] > best):
             best = values[job.best_metric]
-            ckpt.save(engine, ckpt_dir, step, client_state(), run.checkpoint.keep, tag=ckpt.BEST)
+            with throughput.aside("checkpoint"):
+                ckpt.save(engine, ckpt_dir, step, client_state(), run.checkpoint.keep, tag=ckpt.BEST)
 
     accumulation = ds_config["gradient_accumulation_steps"]
     warm_up_end = step + 3  # throughput is measured from here
@@ -296,7 +324,8 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
                 evaluate()
             stop = stopper.any_rank(engine.device)
             if step % run.checkpoint.every == 0 or step == total_steps or stop:
-                ckpt.save(engine, ckpt_dir, step, client_state(), run.checkpoint.keep)
+                with throughput.aside("checkpoint"):
+                    ckpt.save(engine, ckpt_dir, step, client_state(), run.checkpoint.keep)
             if stop:
                 if rank == 0:
                     print(f"stopped by signal at step {step}; checkpoint saved", flush=True)
@@ -309,16 +338,18 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
                 break
         if not done:  # the epoch's data is exhausted
             epoch += 1
+    summary = throughput.summary(step)
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
         loss_file.close()
-    summary = throughput.summary(step)
     if rank == 0 and not stopped:
         if summary is not None:
             (run_dir / "throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
             print(f"throughput after warm-up: {summary['samples_per_sec']:.1f} samples/s, "
-                  f"{summary['data_wait_fraction']:.1%} of the time waiting for data", flush=True)
+                  f"{summary['data_wait_fraction']:.1%} of the training time waiting for data (apart from it: "
+                  f"validation {summary['eval_seconds']:.1f} s, checkpoints {summary['checkpoint_seconds']:.1f} s)",
+                  flush=True)
         print(f"done: {step} steps; checkpoints in {ckpt_dir}, TensorBoard logs in {run_dir / 'tensorboard'}", flush=True)
     return Outcome(step=step, stopped=stopped, best=best, ckpt_dir=ckpt_dir)

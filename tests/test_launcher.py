@@ -226,6 +226,49 @@ def test_kill_9_of_one_rank_then_resume_is_exact_at_two_ranks(world, tmp_path):
     assert [resumed[s] for s in range(1, 41)] == [expected[s] for s in range(1, 41)]
 
 
+def test_throughput_clock_leaves_out_validation_and_checkpoints():
+    """The training clock stops for the work done aside (a fake clock: exact arithmetic); work
+    aside before the warm-up ends is not counted at all."""
+    from launcher.loop import Throughput
+
+    now = [0.0]
+    tp = Throughput(global_batch=16, clock=lambda: now[0])
+    with tp.aside("checkpoint"):
+        now[0] = 50.0  # before start: neither training nor aside
+    tp.start(step=3)
+    now[0] = 55.0
+    with tp.aside("checkpoint"):
+        now[0] = 59.0
+    with tp.aside("eval"):
+        now[0] = 61.0
+    tp.wait = 1.4
+    now[0] = 64.0
+    out = tp.summary(step=7)
+    assert out["seconds"] == 64.0 - 50.0 - 4.0 - 2.0 == 8.0
+    assert out["samples_per_sec"] == 4 * 16 / 8.0 and out["data_wait_fraction"] == 1.4 / 8.0
+    assert out["checkpoint_seconds"] == 4.0 and out["eval_seconds"] == 2.0 and out["steps"] == 4
+
+
+def test_throughput_of_the_job_excludes_checkpoint_writes(world, tmp_path):
+    """The job's throughput.json counts training only: each checkpoint file write is slowed by a
+    known pause (tests/slow_checkpoint.py), and those seconds appear as checkpoint_seconds, not in
+    the training time (the final checkpoint's write used to be timed as training)."""
+    import json
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_SAVE_SECONDS": "0.5"}
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "slow_checkpoint.py"),
+                          *run_args(world, run_dir, "zero2_fp32.json", "train.max_steps=8", "checkpoint.every=4")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    r = json.loads((run_dir / "throughput.json").read_text())
+    # measured from step 3: the checkpoints of steps 4 and 8, each 2 files (model, optimizer) x 0.5 s
+    assert r["steps"] == 5 and r["checkpoint_seconds"] >= 2.0
+    assert r["eval_seconds"] > 0  # the validation pass at the last step
+    assert r["samples_per_sec"] == pytest.approx(5 * 16 / r["seconds"])
+    assert "checkpoints" in out.stdout and "validation" in out.stdout
+
+
 def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     from launcher.checkpoint import complete_tags, resolve_resume
 
