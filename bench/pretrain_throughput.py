@@ -4,7 +4,8 @@ Builds a synthetic world (36 regions x 2048 features, as real stores) and its fe
 then runs the real job (launcher/pretrain.py; the deepspeed launcher for several ranks) for
 each preset and rank count, and prints samples/s after warm-up and the share of the time spent
 waiting for data (target: under 5%). The final checkpoint's write is timed apart ("ckpt s"), not
-as training. On a GPU it adds model FLOPs utilisation (model FLOPs of
+as training. The world is made large enough that a run stays within one epoch: at an epoch's end
+the loader's workers start afresh, a wait that real corpora (thousands of steps an epoch) hardly see. On a GPU it adds model FLOPs utilisation (model FLOPs of
 our step, counted by torch's FLOP counter) and peak memory.
 
     python bench/pretrain_throughput.py [--presets tiny,base] [--ranks 1,2] [--steps 20]
@@ -59,7 +60,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run (the first 3 are warm-up)")
     parser.add_argument("--micro", type=int, default=8, help="micro batch per rank")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
-    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--images", type=int, default=0,
+                        help="images of the synthetic world (default: enough that no run crosses an epoch boundary, "
+                             "whose loader restart would count as waiting for data)")
     parser.add_argument("--ds", default="ds_configs/zero2_bf16.json")
     parser.add_argument("--dir", type=Path, default=None, help="working folder (default: a temporary one)")
     args = parser.parse_args()
@@ -71,9 +74,16 @@ def main() -> None:
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="lxmert-throughput-"))
     world = work / "world"
+    needed = args.steps * args.micro * max(map(int, args.ranks.split(",")))  # training sentences one run reads
     if not (world / "store").exists():
-        write_world(world, images=args.images, regions=36, feat_dim=2048, progress=False)
+        # the synthetic world holds about 6.4 training sentences per image (8 per training image, 80% train)
+        images = args.images or max(400, int(needed / 6.4 * 1.2))
+        write_world(world, images=images, regions=36, feat_dim=2048, progress=False)
         build_store(world / "store", [world / "features" / "train.tsv", world / "features" / "val.tsv"], progress=False)
+    sentences = sum(len(s) for it in json.loads((world / "lxmert" / "train.json").read_text()) for s in it["sentf"].values())
+    if sentences < needed:
+        print(f"note: {sentences} training sentences, fewer than the {needed} a run reads: it crosses an epoch boundary, "
+              f"and the loader's restart there counts as waiting for data (a larger --images avoids it)")
     ds_config = json.loads((ROOT / args.ds).read_text())
     precision = "fp16" if ds_config.get("fp16", {}).get("enabled") else "bf16" if ds_config.get("bf16", {}).get("enabled") else "fp32"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
