@@ -24,6 +24,7 @@ import yaml
 from launcher import checkpoint as ckpt
 from launcher.config import reconcile_batch
 from launcher.engine import build_engine, deepspeed_config, precision_of
+from model.pretrained import atomic_write
 
 
 class Stopper:
@@ -227,7 +228,8 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
         resolved = {**run.to_dict(), "resolved": {"world_size": world, "gradient_accumulation_steps":
                     ds_config["gradient_accumulation_steps"], "total_steps": total_steps, "precision": precision,
                     "model": job.model_config.to_dict(), **job.resolved}}
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        text = yaml.safe_dump(resolved, sort_keys=False)
+        atomic_write(run_dir / "config.yaml", lambda path: Path(path).write_text(text))
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
@@ -346,7 +348,7 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
         loss_file.close()
     if rank == 0 and not stopped:
         if summary is not None:
-            (run_dir / "throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
+            atomic_write(run_dir / "throughput.json", lambda path: Path(path).write_text(json.dumps(summary, indent=2) + "\n"))
             print(f"throughput after warm-up: {summary['samples_per_sec']:.1f} samples/s, "
                   f"{summary['data_wait_fraction']:.1%} of the training time waiting for data (apart from it: "
                   f"validation {summary['eval_seconds']:.1f} s, checkpoints {summary['checkpoint_seconds']:.1f} s)",
