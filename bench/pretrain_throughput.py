@@ -2,14 +2,16 @@
 
 Builds a synthetic world (36 regions x 2048 features, as real stores) and its feature store,
 then runs the real job (launcher/pretrain.py; the deepspeed launcher for several ranks) for
-each preset and rank count, and prints samples/s after warm-up and the share of the time spent
-waiting for data (target: under 5%). The final checkpoint's write is timed apart ("ckpt s"), not
-as training. The world is made large enough that a run stays within one epoch: at an epoch's end
-the loader's workers start afresh, a wait that real corpora (thousands of steps an epoch) hardly see. On a GPU it adds model FLOPs utilisation (model FLOPs of
-our step, counted by torch's FLOP counter) and peak memory.
+each preset, micro batch and rank count, and prints samples/s after warm-up and the share of the
+time spent waiting for data (target: under 5%). The final checkpoint's write is timed apart
+("ckpt s"), not as training. The world is made large enough that a run stays within one epoch:
+at an epoch's end the loader's workers start afresh, a wait that real corpora (thousands of steps
+an epoch) hardly see. On a GPU it adds model FLOPs utilisation (model FLOPs of our step, counted
+by torch's FLOP counter) and peak memory.
 
     python bench/pretrain_throughput.py [--presets tiny,base] [--ranks 1,2] [--steps 20]
-    python bench/pretrain_throughput.py --presets base --ranks 1 --ds ds_configs/zero2_fp16.json   # GPU
+    python bench/pretrain_throughput.py --presets base --ranks 1 --micro 64,256 --steps 40 --workers 8 \
+        --ds ds_configs/zero2_fp16.json   # GPU
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ GPU_PEAK = {"H100": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}, "H200": {"f
 
 def flops_per_example(preset: str, world: Path, micro: int) -> float:
     """Forward + backward FLOPs of our model on one collated batch of this world, per example."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from data.answers import AnswerTable
@@ -47,9 +50,11 @@ def flops_per_example(preset: str, world: Path, micro: int) -> float:
     batch = collate_pretraining([ds[(0, i)] for i in range(micro)])
     config = LxmertConfig.from_preset(preset, vocab_size=len(tok), visual_feat_dim=store.feature_dim,
                                       num_qa_labels=len(answers))
-    net = LxmertForPretraining(config).train()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the count is the same; the GPU is much faster
+    net = LxmertForPretraining(config).train().to(device)
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.model_inputs().items()}
     with FlopCounterMode(display=False) as counter:
-        net(**batch.model_inputs()).loss.backward()
+        net(**inputs).loss.backward()
     return counter.get_total_flops() / micro
 
 
@@ -58,7 +63,7 @@ def main() -> None:
     parser.add_argument("--presets", default="tiny,base")
     parser.add_argument("--ranks", default="1,2")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run (the first 3 are warm-up)")
-    parser.add_argument("--micro", type=int, default=8, help="micro batch per rank")
+    parser.add_argument("--micro", default="8", help="micro batch per rank (a comma-separated list: one run each)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
     parser.add_argument("--images", type=int, default=0,
                         help="images of the synthetic world (default: enough that no run crosses an epoch boundary, "
@@ -74,7 +79,8 @@ def main() -> None:
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="lxmert-throughput-"))
     world = work / "world"
-    needed = args.steps * args.micro * max(map(int, args.ranks.split(",")))  # training sentences one run reads
+    micros, rank_counts = [int(m) for m in args.micro.split(",")], [int(r) for r in args.ranks.split(",")]
+    needed = args.steps * max(micros) * max(rank_counts)  # training sentences the largest run reads
     if not (world / "store").exists():
         # the synthetic world holds about 6.4 training sentences per image (8 per training image, 80% train)
         images = args.images or max(400, int(needed / 6.4 * 1.2))
@@ -87,13 +93,14 @@ def main() -> None:
     ds_config = json.loads((ROOT / args.ds).read_text())
     precision = "fp16" if ds_config.get("fp16", {}).get("enabled") else "bf16" if ds_config.get("bf16", {}).get("enabled") else "fp32"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    print(f"{device}, torch {torch.__version__}, {args.ds} ({precision}), micro batch {args.micro} per rank, "
+    peak = next((v[precision] for k, v in GPU_PEAK.items() if k in device), None)  # MFU only where known
+    print(f"{device}, torch {torch.__version__}, {args.ds} ({precision}), {args.steps} steps, "
           f"{args.workers} loader workers per rank, 20-token sentences, 36 regions x 2048")
-    print(f"{'preset':<7}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}{'peak GiB':>10}{'ckpt s':>8}")
-    for preset in args.presets.split(","):
-        flops = flops_per_example(preset, world, args.micro)
-        for ranks in map(int, args.ranks.split(",")):
-            run_dir = work / f"run-{preset}-{ranks}-{Path(args.ds).stem}-{args.micro}"
+    print(f"{'preset':<7}{'micro':>6}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}{'peak GiB':>10}{'ckpt s':>8}")
+    for preset, micro in ((p, m) for p in args.presets.split(",") for m in micros):
+        flops = flops_per_example(preset, world, micro) if peak else None
+        for ranks in rank_counts:
+            run_dir = work / f"run-{preset}-{ranks}-{Path(args.ds).stem}-{micro}"
             if run_dir.exists():
                 import shutil
 
@@ -102,8 +109,8 @@ def main() -> None:
                 f"run_dir={run_dir}", f"deepspeed={ROOT / args.ds}", f"model.preset={preset}",
                 f"data.store={world / 'store'}", f"data.train=[{world / 'lxmert' / 'train.json'}]", "data.valid=[]",
                 f"data.answers={world / 'lxmert' / 'all_ans.json'}", f"data.tokenizer={world / 'vocab.txt'}",
-                f"data.num_workers={args.workers}", f"train.micro_batch_size={args.micro}",
-                f"train.global_batch_size={args.micro * ranks}", f"train.max_steps={args.steps}", "train.epochs=100",
+                f"data.num_workers={args.workers}", f"train.micro_batch_size={micro}",
+                f"train.global_batch_size={micro * ranks}", f"train.max_steps={args.steps}", "train.epochs=100",
                 "checkpoint.every=1000000", "log.progress=false", "log.every=1000000",
             ]
             script = str(ROOT / "launcher" / "pretrain.py")
@@ -117,14 +124,11 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             if out.returncode != 0:
                 print(out.stdout[-2000:], out.stderr[-2000:])
-                raise SystemExit(f"{preset} at {ranks} ranks failed")
+                raise SystemExit(f"{preset}, micro batch {micro}, at {ranks} ranks failed")
             r = json.loads((run_dir / "throughput.json").read_text())
-            mfu = ""
-            peak = next((v[precision] for k, v in GPU_PEAK.items() if k in device), None)
-            if peak:
-                mfu = f"{r['samples_per_sec'] * flops / (peak * ranks):.1%}"
+            mfu = f"{r['samples_per_sec'] * flops / (peak * ranks):.1%}" if flops else ""
             mem = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else ""
-            print(f"{preset:<7}{ranks:>6}{r['samples_per_sec']:>11.2f}{r['data_wait_fraction']:>10.1%}{mfu:>8}{mem:>10}"
+            print(f"{preset:<7}{micro:>6}{ranks:>6}{r['samples_per_sec']:>11.2f}{r['data_wait_fraction']:>10.1%}{mfu:>8}{mem:>10}"
                   f"{r['checkpoint_seconds']:>8.1f}", flush=True)
     print(f"model step FLOPs per example (ours, torch's counter): see MFU; working folder {work}")
 
