@@ -5,9 +5,9 @@ then runs the real job (launcher/pretrain.py; the deepspeed launcher for several
 each preset, micro batch and rank count, and prints samples/s after warm-up and the share of the
 time spent waiting for data (target: under 5%). The final checkpoint's write is timed apart
 ("ckpt s"), not as training. The world is made large enough that a run stays within one epoch:
-at an epoch's end the loader's workers start afresh, a wait that real corpora (thousands of steps
-an epoch) hardly see. On a GPU it adds model FLOPs utilisation (model FLOPs of our step, counted
-by torch's FLOP counter) and peak memory.
+the next epoch's batches are only started when that epoch begins, a wait that real corpora
+(thousands of steps an epoch) hardly see. On a GPU it adds model FLOPs utilisation (model FLOPs
+of our step, counted by torch's FLOP counter) and peak memory.
 
     python bench/pretrain_throughput.py [--presets tiny,base] [--ranks 1,2] [--steps 20]
     python bench/pretrain_throughput.py --presets base --ranks 1 --micro 64,256 --steps 40 --workers 8 \
@@ -89,7 +89,7 @@ def main() -> None:
     sentences = sum(len(s) for it in json.loads((world / "lxmert" / "train.json").read_text()) for s in it["sentf"].values())
     if sentences < needed:
         print(f"note: {sentences} training sentences, fewer than the {needed} a run reads: it crosses an epoch boundary, "
-              f"and the loader's restart there counts as waiting for data (a larger --images avoids it)")
+              f"where the wait for the next epoch's first batches counts as waiting for data (a larger --images avoids it)")
     ds_config = json.loads((ROOT / args.ds).read_text())
     precision = "fp16" if ds_config.get("fp16", {}).get("enabled") else "bf16" if ds_config.get("bf16", {}).get("enabled") else "fp32"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"

@@ -96,14 +96,16 @@ class Meter:
 class Throughput:
     """Training samples/s after the first steps (warm-up), and the share of that time spent
     waiting for data. The clock runs only while the job trains: validation passes and checkpoint
-    writes are timed apart (``aside``) and reported as ``eval_seconds`` and ``checkpoint_seconds``.
-    On a GPU the queued work is waited for whenever the clock is read, so that each second is
-    counted where the GPU spent it."""
+    writes after the warm-up are timed apart (``aside``) and reported as ``eval_seconds`` and
+    ``checkpoint_seconds``. On a GPU the queued work is waited for whenever this clock is read, so
+    that a step's GPU work is not counted in the validation or checkpoint after it. (The data wait
+    is host time: the time ``next()`` on the loader took.)"""
 
     def __init__(self, global_batch: int, clock: Callable[[], float] = time.perf_counter) -> None:
         self.global_batch, self.clock = global_batch, clock
         self.begin, self.first_step, self.wait = None, 0, 0.0
         self.apart = {"eval": 0.0, "checkpoint": 0.0}
+        self.depth = 0  # nested ``aside`` blocks: only the outermost is timed
 
     def _now(self) -> float:
         if torch.cuda.is_available():
@@ -117,13 +119,19 @@ class Throughput:
     @contextmanager
     def aside(self, kind: str):
         """Time the enclosed work as ``kind`` ("eval" or "checkpoint"), not as training."""
-        if self.begin is None:
-            yield
+        if self.begin is None or self.depth:
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
             return
         began = self._now()
+        self.depth += 1
         try:
             yield
         finally:
+            self.depth -= 1
             self.apart[kind] += self._now() - began
 
     def summary(self, step: int) -> dict | None:

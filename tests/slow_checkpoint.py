@@ -3,7 +3,8 @@
 A checkpoint of the tiny model is written in milliseconds, too fast for a test to kill the job
 while it is being written. This wrapper makes DeepSpeed's file writer sleep SLOW_SAVE_SECONDS
 after each file, so that the test can send a real SIGKILL while a checkpoint folder exists
-without its COMPLETE marker. It is never used by the shipped code path.
+without its COMPLETE marker, and so that a known pause can be found in throughput.json's
+checkpoint_seconds. It is never used by the shipped code path.
 """
 
 import os
