@@ -59,10 +59,12 @@ def loader(dataset, sampler, run, batch_size: int, collate: Callable, drop_last:
 
 
 class Meter:
-    """Sums of the named losses (and the total) between log points, averaged across ranks when read."""
+    """Sums of the named losses (and the total) between log points, averaged across ranks when read.
+    ``apart`` gives the seconds spent aside so far (validation, checkpoints: ``Throughput.apart_total``),
+    which samples/s and the data-wait share leave out."""
 
-    def __init__(self, device, names: tuple[str, ...] = ()) -> None:
-        self.device, self.names = device, names
+    def __init__(self, device, names: tuple[str, ...] = (), apart: Callable[[], float] = lambda: 0.0) -> None:
+        self.device, self.names, self.apart = device, names, apart
         self.reset()
 
     def reset(self) -> None:
@@ -70,7 +72,7 @@ class Meter:
         self.sums = torch.zeros(len(self.names) + 2, dtype=torch.float64, device=self.device)
         self.samples = 0
         self.data_wait = 0.0  # seconds spent waiting for the next batch
-        self.start = time.perf_counter()
+        self.start, self.apart_at_start = time.perf_counter(), self.apart()
 
     def add(self, out, batch_size: int) -> None:
         zero = torch.zeros((), device=self.device)
@@ -87,7 +89,7 @@ class Meter:
         values["loss/total"] = sums[-2].item() / n
         samples = torch.tensor([float(self.samples)], device=self.device)
         dist.all_reduce(samples)
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        elapsed = max(time.perf_counter() - self.start - (self.apart() - self.apart_at_start), 1e-9)
         values["samples_per_sec"] = samples.item() / elapsed
         values["data_wait_fraction"] = self.data_wait / elapsed
         return values
@@ -97,7 +99,7 @@ class Throughput:
     """Training samples/s after the first steps (warm-up), and the share of that time spent
     waiting for data. The clock runs only while the job trains: validation passes and checkpoint
     writes after the warm-up are timed apart (``aside``) and reported as ``eval_seconds`` and
-    ``checkpoint_seconds``. On a GPU the queued work is waited for whenever this clock is read, so
+    ``checkpoint_seconds``; ``apart_total`` counts them from the job's start (for :class:`Meter`). On a GPU the queued work is waited for whenever this clock is read, so
     that a step's GPU work is not counted in the validation or checkpoint after it. (The data wait
     is host time: the time ``next()`` on the loader took.)"""
 
@@ -105,6 +107,7 @@ class Throughput:
         self.global_batch, self.clock = global_batch, clock
         self.begin, self.first_step, self.wait = None, 0, 0.0
         self.apart = {"eval": 0.0, "checkpoint": 0.0}
+        self.apart_total = 0.0
         self.depth = 0  # nested ``aside`` blocks: only the outermost is timed
 
     def _now(self) -> float:
@@ -119,7 +122,7 @@ class Throughput:
     @contextmanager
     def aside(self, kind: str):
         """Time the enclosed work as ``kind`` ("eval" or "checkpoint"), not as training."""
-        if self.begin is None or self.depth:
+        if self.depth:
             self.depth += 1
             try:
                 yield
@@ -132,7 +135,10 @@ class Throughput:
             yield
         finally:
             self.depth -= 1
-            self.apart[kind] += self._now() - began
+            spent = self._now() - began
+            self.apart_total += spent
+            if self.begin is not None:  # after the warm-up
+                self.apart[kind] += spent
 
     def summary(self, step: int) -> dict | None:
         if self.begin is None or step <= self.first_step:
@@ -243,8 +249,8 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
         writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     stopper = Stopper()
-    meter = Meter(engine.device, job.loss_names)
     throughput = Throughput(run.train.global_batch_size)
+    meter = Meter(engine.device, job.loss_names, apart=lambda: throughput.apart_total)
     loss_file = open(run_dir / "losses.txt", "a") if rank == 0 else None  # step, loss of rank 0's micro batch
     bar = None
     if rank == 0 and run.log.progress:

@@ -235,7 +235,7 @@ def test_throughput_clock_leaves_out_validation_and_checkpoints():
     tp = Throughput(global_batch=16, clock=lambda: now[0])
     with tp.aside("checkpoint"):
         now[0] = 50.0  # before start: neither training nor aside
-    assert tp.apart == {"eval": 0.0, "checkpoint": 0.0}
+    assert tp.apart == {"eval": 0.0, "checkpoint": 0.0} and tp.apart_total == 50.0
     tp.start(step=3)
     now[0] = 55.0
     with tp.aside("checkpoint"):
@@ -250,6 +250,35 @@ def test_throughput_clock_leaves_out_validation_and_checkpoints():
     assert out["seconds"] == 64.0 - 50.0 - 4.0 - 2.0 == 8.0
     assert out["samples_per_sec"] == 4 * 16 / 8.0 and out["data_wait_fraction"] == 1.4 / 8.0
     assert out["checkpoint_seconds"] == 4.0 and out["eval_seconds"] == 2.0 and out["steps"] == 4
+    assert tp.apart_total == 50.0 + 4.0 + 2.0
+
+
+def test_meter_rate_leaves_out_time_aside(monkeypatch):
+    """TensorBoard's samples/s between two log points leaves out validation and checkpoint time
+    (a fake clock; one gloo rank for the all_reduce)."""
+    import torch.distributed as dist
+
+    from launcher import loop
+
+    now = [100.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: now[0])
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        tp = loop.Throughput(global_batch=8, clock=lambda: now[0])
+        meter = loop.Meter(torch.device("cpu"), apart=lambda: tp.apart_total)
+        out = type("Out", (), {"loss": torch.tensor(2.0), "losses": {}})()
+        meter.add(out, 8)
+        now[0] = 102.0
+        with tp.aside("checkpoint"):
+            now[0] = 108.0
+        meter.add(out, 8)
+        meter.data_wait = 0.5
+        now[0] = 110.0
+        values = meter.read()
+    finally:
+        dist.destroy_process_group()
+    assert values["samples_per_sec"] == 16 / 4.0 and values["data_wait_fraction"] == 0.5 / 4.0
+    assert values["loss/total"] == 2.0
 
 
 def test_throughput_of_the_job_excludes_checkpoint_writes(world, tmp_path):
