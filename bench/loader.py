@@ -2,10 +2,12 @@
 previous one (the anchor, measured in the same run).
 
 Shipped: region features leave the workers in the store's float16 and a worker lays a batch's
-tensors out in one buffer per dtype (``_Batch.for_transfer``: 3 shared-memory segments).
-Anchor: the path before that change, features converted to float32 in the worker and every
-tensor in its own segment (14 per batch). Both read the same store, tokenise, mask and
-collate identically; the training process only receives batches.
+tensors out in one buffer per dtype (``_Batch.for_transfer``: 3 shared-memory segments); an
+example reads only the other image's regions it swaps in for masked ones.
+Anchor: the path before those changes, features converted to float32 in the worker, every
+tensor in its own segment (14 per batch), and all of the other image's regions gathered for
+each example. Both make bitwise the same examples and batches; the training process only
+receives batches. First, examples/s built in one process (no workers), anchor against ours.
 
     python bench/loader.py [--batches 8,64] [--workers 1,2] [--images 300] [--dir /tmp/lxmert-loader]
 """
@@ -13,7 +15,9 @@ collate identically; the training process only receives batches.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,6 +38,31 @@ def collate_anchor(examples: list[dict]):
         if isinstance(v, torch.Tensor) and v.dtype == torch.float16:
             setattr(batch, f.name, v.to(torch.float32))
     return batch
+
+
+def anchor_dataset(dataset):
+    """The previous example builder: every region of the other image gathered (and copied) for
+    the swap, of which 1.5% is used."""
+    from data.pretraining import PretrainingDataset
+
+    class Anchor(PretrainingDataset):
+        @staticmethod
+        def _rows_of(other, pick):
+            full = other.tensor(None)[pick]
+            return lambda rows: full[rows]
+
+    anchor = copy.copy(dataset)
+    anchor.__class__ = Anchor
+    return anchor
+
+
+def examples_per_sec(dataset, count: int) -> float:
+    for i in range(100):  # warm-up: pages of the store in memory
+        dataset[(0, i % len(dataset))]
+    start = time.perf_counter()
+    for i in range(count):
+        dataset[(1, i % len(dataset))]
+    return count / (time.perf_counter() - start)
 
 
 def samples_per_sec(dataset, collate, batch_size: int, workers: int, batches: int) -> float:
@@ -62,6 +91,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="worker counts")
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--steps", type=int, default=200, help="batches timed per measurement")
+    parser.add_argument("--examples", type=int, default=3000, help="examples timed per in-process measurement")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/lxmert-loader"))
     args = parser.parse_args()
 
@@ -84,11 +114,21 @@ def main() -> None:
     dataset = PretrainingDataset(items, store, load_tokenizer(world / "vocab.txt"), ObjectiveConfig(), seed=0)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {len(dataset)} examples, 36 regions x 2048 (float16 store)")
+    anchor_set = anchor_dataset(dataset)
+    for i in range(50):  # the same examples, bitwise
+        x, y = anchor_set[(1, i)], dataset[(1, i)]
+        assert all(torch.equal(x[k], y[k]) if isinstance(x[k], torch.Tensor) else x[k] == y[k] for k in x), i
+    rounds = {"anchor": [], "ours": []}
+    for _ in range(3):  # alternated, median of 3: this machine's speed drifts
+        rounds["anchor"].append(examples_per_sec(anchor_set, args.examples))
+        rounds["ours"].append(examples_per_sec(dataset, args.examples))
+    a, o = (statistics.median(rounds[k]) for k in ("anchor", "ours"))
+    print(f"examples built in one process: anchor {a:.0f}/s, ours {o:.0f}/s, {o / a:.2f}x (median of 3 alternated)")
     print(f"{'batch':>5} {'workers':>7} {'anchor samples/s':>17} {'ours samples/s':>15} {'ratio':>6}")
     for b in map(int, args.batches.split(",")):
         for w in map(int, args.workers.split(",")):
             steps = max(20, args.steps * 8 // b)
-            anchor = samples_per_sec(dataset, collate_anchor, b, w, steps)
+            anchor = samples_per_sec(anchor_set, collate_anchor, b, w, steps)
             ours = samples_per_sec(dataset, collate_pretraining, b, w, steps)
             print(f"{b:>5} {w:>7} {anchor:>17.0f} {ours:>15.0f} {ours / anchor:>5.2f}x", flush=True)
 

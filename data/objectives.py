@@ -6,6 +6,7 @@ from (seed, epoch, index), so an example's masks do not depend on workers or on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,18 +55,20 @@ def mask_tokens(ids: Tensor, special: Tensor, vocab_size: int, mask_id: int, gen
     return inputs, labels
 
 
-def mask_regions(feats: Tensor, replacement: Tensor, gen: torch.Generator, probability: float = 0.15
-                 ) -> tuple[Tensor, Tensor]:
+def mask_regions(feats: Tensor, replacement: Callable[[Tensor], Tensor], gen: torch.Generator,
+                 probability: float = 0.15) -> tuple[Tensor, Tensor]:
     """Each region is chosen with ``probability``; a chosen region's feature becomes zeros 80%,
-    ``replacement`` (another image's region, same shape as ``feats``) 10%, stays 10%.
-    Returns (masked features, float mask of chosen regions). Boxes are never masked."""
+    another image's region 10% (``replacement(rows)``: the features for a boolean row mask, called
+    only when some region is swapped), stays 10%. Returns (masked features, float mask of chosen
+    regions). Boxes are never masked."""
     n = feats.shape[0]
     chosen = torch.rand(n, generator=gen) < probability
     roll = torch.rand(n, generator=gen)
     out = feats.clone()
     out[chosen & (roll < 0.8)] = 0
     swap = chosen & (roll >= 0.8) & (roll < 0.9)
-    out[swap] = replacement[swap].to(out.dtype)
+    if swap.any():
+        out[swap] = replacement(swap).to(out.dtype)
     return out, chosen.to(torch.float32)
 
 

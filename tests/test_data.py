@@ -95,7 +95,7 @@ def test_region_masking_statistics():
     gen = torch.Generator().manual_seed(0)
     feats = torch.rand(100_000, 3) + 1.0
     replacement = -torch.ones(100_000, 3)
-    out, mask = mask_regions(feats, replacement, gen)
+    out, mask = mask_regions(feats, lambda rows: replacement[rows], gen)
     chosen = mask.bool()
     assert abs(chosen.float().mean() - 0.15) < 0.005
     zero = (out[chosen] == 0).all(1).float().mean()
@@ -143,6 +143,26 @@ def test_mismatched_sentences_come_from_other_images(world):
     gen = torch.Generator().manual_seed(1)
     for i in range(0, len(ds), 3):
         assert ds._other_item(ds.items[i].img_id, gen).img_id != ds.items[i].img_id
+
+
+def test_swapped_regions_are_regions_of_other_images(world):
+    """A region swapped in for a masked one (10% of the masked) is a stored region of another image."""
+    ds = make_dataset(world)
+    store = ds.store
+    owner: dict[bytes, set[str]] = {}
+    for img_id in store.ids():
+        for row in store[img_id].tensor(None):
+            owner.setdefault(row.numpy().tobytes(), set()).add(img_id)
+    swapped = 0
+    for i in range(len(ds)):
+        ex = ds[(0, i)]
+        for row, target, chosen in zip(ex["visual_feats"], ex["feat_targets"], ex["feat_mask"]):
+            if chosen and row.any() and not torch.equal(row, target):
+                swapped += 1
+                assert owner.get(row.numpy().tobytes(), set()) - {ds.items[i].img_id}, i
+            elif not chosen:
+                assert torch.equal(row, target)
+    assert swapped >= 10  # about 1.5% of the regions
 
 
 def test_label_weights_options_and_qa_start_epoch(world):
