@@ -2,35 +2,91 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
 
-def pad_1d(seqs: list[Tensor], value: int | float = 0) -> Tensor:
-    out = seqs[0].new_full((len(seqs), max(s.shape[0] for s in seqs)), value)
-    for i, s in enumerate(seqs):
-        out[i, : s.shape[0]] = s
-    return out
+@dataclass
+class Stacked:
+    """A batch tensor not yet written: ``parts`` stacked along a new first dimension, each padded
+    with ``value`` to the longest (its first dimension). :meth:`_Batch.build` writes it straight
+    into the batch's buffer; ``groups`` views the stack as (*groups, ...) (NLVR2: (B, 2))."""
+
+    parts: list[Tensor]
+    value: int | float = 0
+    groups: tuple[int, ...] | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.parts[0].dtype
+
+    def _flat_shape(self) -> tuple[int, ...]:
+        return (len(self.parts), max(p.shape[0] for p in self.parts), *self.parts[0].shape[1:])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        flat = self._flat_shape()
+        return flat if self.groups is None else (*self.groups, *flat[1:])
+
+    def write(self, out: Tensor) -> Tensor:
+        flat = out.view(self._flat_shape())
+        if all(p.shape[0] == flat.shape[1] for p in self.parts):  # the usual case: nothing to pad
+            torch.stack(self.parts, out=flat)
+        else:
+            flat.fill_(self.value)
+            for i, p in enumerate(self.parts):
+                flat[i, : p.shape[0]] = p
+        return out
+
+    def tensor(self) -> Tensor:
+        return self.write(torch.empty(self.shape, dtype=self.dtype))
 
 
-def pad_regions(arrays: list[Tensor], value: float = 0.0) -> tuple[Tensor, Tensor | None]:
-    """Stack (N_i, ...) tensors into (B, max N, ...); the mask is None when no padding was needed."""
+def region_mask(arrays: list[Tensor], groups: tuple[int, ...] | None = None) -> Tensor | None:
+    """(B, max N) 1 where a region exists; None when every item has the same number of regions."""
     n = max(a.shape[0] for a in arrays)
-    out = arrays[0].new_full((len(arrays), n, *arrays[0].shape[1:]), value)
-    for i, a in enumerate(arrays):
-        out[i, : a.shape[0]] = a
     if all(a.shape[0] == n for a in arrays):
-        return out, None
+        return None
     mask = torch.zeros(len(arrays), n, dtype=torch.long)
     for i, a in enumerate(arrays):
         mask[i, : a.shape[0]] = 1
-    return out, mask
+    return mask if groups is None else mask.view(*groups, n)
 
 
 class _Batch:
-    """Shared behaviour: device moves and the model's keyword arguments."""
+    """Shared behaviour: building (straight into shared memory in a loader worker), device moves
+    and the model's keyword arguments."""
+
+    @classmethod
+    def build(cls, pack: bool = True, **values):
+        """The batch of ``values``: :class:`Stacked` specs, tensors, or anything else (ids, None).
+
+        In a DataLoader worker (and ``pack``), the tensors of each dtype are written straight into
+        one shared-memory buffer, as torch's default_collate does for a single tensor: the batch
+        crosses to the training process as 2-3 segments (receiving a segment costs a fraction of a
+        millisecond; see BENCHMARKS.md), with no private copy made first and none made when sent.
+        Elsewhere each becomes its own tensor."""
+        from torch.utils.data import get_worker_info
+
+        if not (pack and get_worker_info() is not None):
+            return cls(**{k: v.tensor() if isinstance(v, Stacked) else v for k, v in values.items()})
+        groups: dict[torch.dtype, list[str]] = {}
+        for name, v in values.items():
+            if isinstance(v, (Tensor, Stacked)):
+                groups.setdefault(v.dtype, []).append(name)
+        for dtype, names in groups.items():
+            sizes = [math.prod(values[n].shape) for n in names]
+            buffer = torch.empty(0, dtype=dtype)
+            buffer = buffer.new(buffer._typed_storage()._new_shared(sum(sizes)))
+            offset = 0
+            for n, size in zip(names, sizes):
+                v, view = values[n], buffer[offset: offset + size].view(values[n].shape)
+                values[n] = v.write(view) if isinstance(v, Stacked) else view.copy_(v)
+                offset += size
+        return cls(**values)
 
     def to(self, device, non_blocking: bool = False):
         moved = {}
@@ -41,29 +97,6 @@ class _Batch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
-
-    def for_transfer(self):
-        """In a DataLoader worker: the same batch with the tensors of each dtype laid out in one
-        buffer, so that it crosses to the training process as 2-3 shared-memory segments instead of
-        one per tensor (receiving a segment costs a fraction of a millisecond; see BENCHMARKS.md).
-        In the training process itself: the batch unchanged."""
-        from torch.utils.data import get_worker_info
-
-        if get_worker_info() is None:
-            return self
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        groups: dict[torch.dtype, list[str]] = {}
-        for name, v in values.items():
-            if isinstance(v, Tensor):
-                groups.setdefault(v.dtype, []).append(name)
-        for dtype, names in groups.items():
-            buffer = torch.empty(sum(values[n].numel() for n in names), dtype=dtype)
-            offset = 0
-            for n in names:
-                t = values[n]
-                values[n] = buffer[offset: offset + t.numel()].view(t.shape).copy_(t)
-                offset += t.numel()
-        return type(self)(**values)
 
 
 @dataclass
@@ -96,19 +129,16 @@ class PretrainingBatch(_Batch):
 
 def collate_pretraining(examples: list[dict], pack: bool = True) -> PretrainingBatch:
     """``pack=False``: never lay the batch out for transfer (bench/loader.py's anchor)."""
-    ids = pad_1d([e["input_ids"] for e in examples], 0)
-    feats, vmask = pad_regions([e["visual_feats"] for e in examples])
-    batch = PretrainingBatch(
-        input_ids=ids, attention_mask=pad_1d([torch.ones_like(e["input_ids"]) for e in examples], 0),
-        labels=pad_1d([e["labels"] for e in examples], -100), visual_feats=feats,
-        visual_pos=pad_regions([e["visual_pos"] for e in examples])[0], visual_attention_mask=vmask,
-        obj_ids=pad_regions([e["obj_ids"] for e in examples], -100)[0],
-        obj_weights=pad_regions([e["obj_weights"] for e in examples])[0],
-        attr_ids=pad_regions([e["attr_ids"] for e in examples], -100)[0],
-        attr_weights=pad_regions([e["attr_weights"] for e in examples])[0],
-        feat_targets=pad_regions([e["feat_targets"] for e in examples])[0],
-        feat_mask=pad_regions([e["feat_mask"] for e in examples])[0],
-        matched_label=torch.tensor([e["matched_label"] for e in examples]),
-        ans=torch.tensor([e["ans"] for e in examples]),
+    regions = [e["visual_feats"] for e in examples]
+    return PretrainingBatch.build(
+        pack,
+        input_ids=Stacked([e["input_ids"] for e in examples], 0),
+        attention_mask=Stacked([torch.ones_like(e["input_ids"]) for e in examples], 0),
+        labels=Stacked([e["labels"] for e in examples], -100), visual_feats=Stacked(regions),
+        visual_pos=Stacked([e["visual_pos"] for e in examples]), visual_attention_mask=region_mask(regions),
+        obj_ids=Stacked([e["obj_ids"] for e in examples], -100), obj_weights=Stacked([e["obj_weights"] for e in examples]),
+        attr_ids=Stacked([e["attr_ids"] for e in examples], -100),
+        attr_weights=Stacked([e["attr_weights"] for e in examples]),
+        feat_targets=Stacked([e["feat_targets"] for e in examples]), feat_mask=Stacked([e["feat_mask"] for e in examples]),
+        matched_label=torch.tensor([e["matched_label"] for e in examples]), ans=torch.tensor([e["ans"] for e in examples]),
     )
-    return batch.for_transfer() if pack else batch

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .collate import _Batch, pad_1d, pad_regions
+from .collate import Stacked, _Batch, region_mask
 from .tokenize import MAX_TOKENS, encode
 
 
@@ -100,13 +100,13 @@ class TaskBatch(_Batch):
 
 
 def collate_qa(examples: list[dict]) -> TaskBatch:
-    feats, vmask = pad_regions([e["visual_feats"] for e in examples])
-    return TaskBatch(
-        ids=[e["question_id"] for e in examples], input_ids=pad_1d([e["input_ids"] for e in examples]),
-        attention_mask=pad_1d([torch.ones_like(e["input_ids"]) for e in examples]), visual_feats=feats,
-        visual_pos=pad_regions([e["visual_pos"] for e in examples])[0], visual_attention_mask=vmask,
-        labels=torch.stack([e["target"] for e in examples]),
-    ).for_transfer()
+    regions = [e["visual_feats"] for e in examples]
+    return TaskBatch.build(
+        ids=[e["question_id"] for e in examples], input_ids=Stacked([e["input_ids"] for e in examples]),
+        attention_mask=Stacked([torch.ones_like(e["input_ids"]) for e in examples]), visual_feats=Stacked(regions),
+        visual_pos=Stacked([e["visual_pos"] for e in examples]), visual_attention_mask=region_mask(regions),
+        labels=Stacked([e["target"] for e in examples]),
+    )
 
 
 class NLVR2Dataset(Dataset):
@@ -141,13 +141,12 @@ class NLVR2Dataset(Dataset):
 
 
 def collate_nlvr2(examples: list[dict]) -> TaskBatch:
-    feats, vmask = pad_regions([f for e in examples for f in e["visual_feats"]])
-    boxes, _ = pad_regions([b for e in examples for b in e["visual_pos"]])
-    b = len(examples)
-    return TaskBatch(
-        ids=[e["identifier"] for e in examples], input_ids=pad_1d([e["input_ids"] for e in examples]),
-        attention_mask=pad_1d([torch.ones_like(e["input_ids"]) for e in examples]),
-        visual_feats=feats.view(b, 2, *feats.shape[1:]), visual_pos=boxes.view(b, 2, *boxes.shape[1:]),
-        visual_attention_mask=None if vmask is None else vmask.view(b, 2, -1),
+    regions, pairs = [f for e in examples for f in e["visual_feats"]], (len(examples), 2)
+    return TaskBatch.build(
+        ids=[e["identifier"] for e in examples], input_ids=Stacked([e["input_ids"] for e in examples]),
+        attention_mask=Stacked([torch.ones_like(e["input_ids"]) for e in examples]),
+        visual_feats=Stacked(regions, groups=pairs),
+        visual_pos=Stacked([b for e in examples for b in e["visual_pos"]], groups=pairs),
+        visual_attention_mask=region_mask(regions, groups=pairs),
         labels=torch.tensor([e["label"] for e in examples]),
-    ).for_transfer()
+    )

@@ -274,6 +274,40 @@ def test_worker_batches_cross_as_one_buffer_per_dtype_and_equal_in_process_batch
         assert b.visual_feats.dtype == torch.float16  # the store's precision: the model converts on its device
 
 
+class _RaggedPairs(torch.utils.data.Dataset):
+    """NLVR2-shaped examples whose images have different numbers of regions."""
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> dict:
+        n = [(3, 5), (4, 4), (2, 6), (5, 1), (3, 3), (6, 2)][i]
+        return {"identifier": f"ex{i}-0", "input_ids": torch.arange(2 + i),
+                "visual_feats": [torch.full((k, 3), float(10 * i + j + 1), dtype=torch.float16) for j, k in enumerate(n)],
+                "visual_pos": [torch.arange(4.0 * k).view(k, 4) + i for k in n], "label": i % 2}
+
+
+def test_padded_batches_built_in_a_worker_equal_in_process_ones():
+    """Padding (tokens, regions of pairs) written straight into the worker's shared buffers gives
+    the same batch as in the training process, with the padding values and masks in place."""
+    from data.tasks import collate_nlvr2
+
+    ds = _RaggedPairs()
+    in_process = list(torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_nlvr2))
+    from_worker = list(torch.utils.data.DataLoader(ds, batch_size=3, num_workers=1, collate_fn=collate_nlvr2,
+                                                   multiprocessing_context="fork"))
+    for a, b in zip(in_process, from_worker, strict=True):
+        for name in ("input_ids", "attention_mask", "visual_feats", "visual_pos", "visual_attention_mask", "labels"):
+            assert torch.equal(getattr(a, name), getattr(b, name)) and getattr(a, name).dtype == getattr(b, name).dtype, name
+        assert a.ids == b.ids and b.visual_feats.untyped_storage().data_ptr() != a.visual_feats.untyped_storage().data_ptr()
+    first = in_process[0]
+    assert first.visual_feats.shape == (3, 2, 6, 3) and first.visual_attention_mask.shape == (3, 2, 6)
+    assert first.visual_attention_mask[0, 1].tolist() == [1, 1, 1, 1, 1, 0]
+    assert (first.visual_feats[0, 0, :3] == 1).all() and (first.visual_feats[0, 0, 3:] == 0).all()
+    assert (first.visual_feats[2, 1] == 22).all()
+    assert first.input_ids[0].tolist() == [0, 1, 0, 0] and first.attention_mask[0].tolist() == [1, 1, 0, 0]
+
+
 def test_task_datasets_feed_the_task_models(world, tmp_path):
     from data.tasks import NLVR2Dataset, QADataset, collate_nlvr2, collate_qa, load_label_vocab
     from model import LxmertConfig, LxmertForNLVR2, LxmertForQuestionAnswering
