@@ -6,8 +6,9 @@ tensors out in one buffer per dtype (``_Batch.build``: 3 shared-memory segments)
 example reads only the other image's regions it swaps in for masked ones.
 Anchor: the path before those changes, features converted to float32 in the worker, every
 tensor in its own segment (14 per batch), and all of the other image's regions gathered for
-each example (its collation shares the shipped stacking, which is faster than the old one). Both make bitwise the same examples and batches; the training process only
-receives batches. First, examples/s built in one process (no workers), anchor against ours.
+each example (its collation shares the shipped stacking, which is faster than the old one).
+Both make bitwise the same examples and batches; the training process only receives batches.
+First, examples/s built in one process (no workers), anchor against ours.
 
     python bench/loader.py [--batches 8,64] [--workers 1,2] [--images 300] [--dir /tmp/lxmert-loader]
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -32,6 +33,7 @@ class Stacked:
         return flat if self.groups is None else (*self.groups, *flat[1:])
 
     def write(self, out: Tensor) -> Tensor:
+        assert all(p.dtype == out.dtype for p in self.parts), "the parts of a batch tensor share one dtype"
         flat = out.view(self._flat_shape())
         if all(p.shape[0] == flat.shape[1] for p in self.parts):  # the usual case: nothing to pad
             torch.stack(self.parts, out=flat)
@@ -87,6 +89,26 @@ class _Batch:
                 values[n] = v.write(view) if isinstance(v, Stacked) else view.copy_(v)
                 offset += size
         return cls(**values)
+
+    def pin_memory(self):
+        """Called by the DataLoader's pinning thread (``pin_memory=True``; without this method torch
+        would pass the batch on unpinned, and ``to(non_blocking=True)`` would not overlap): each
+        buffer pinned once, its tensors viewed in the pinned copy as they were in the buffer."""
+        return self._with_storages(lambda storage: storage.pin_memory())
+
+    def _with_storages(self, convert: Callable[[torch.UntypedStorage], torch.UntypedStorage]):
+        """The batch with every tensor's storage replaced by ``convert(storage)`` (once per storage)."""
+        done: dict[int, torch.UntypedStorage] = {}
+        values = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Tensor):
+                storage = v.untyped_storage()
+                if storage.data_ptr() not in done:
+                    done[storage.data_ptr()] = convert(storage)
+                v = torch.empty(0, dtype=v.dtype).set_(done[storage.data_ptr()], v.storage_offset(), v.shape, v.stride())
+            values[f.name] = v
+        return type(self)(**values)
 
     def to(self, device, non_blocking: bool = False):
         moved = {}

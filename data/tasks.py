@@ -101,6 +101,7 @@ class TaskBatch(_Batch):
 
 def collate_qa(examples: list[dict]) -> TaskBatch:
     regions = [e["visual_feats"] for e in examples]
+    assert len({e["target"].shape for e in examples}) == 1, "answer targets of one table have one length"
     return TaskBatch.build(
         ids=[e["question_id"] for e in examples], input_ids=Stacked([e["input_ids"] for e in examples]),
         attention_mask=Stacked([torch.ones_like(e["input_ids"]) for e in examples]), visual_feats=Stacked(regions),

@@ -145,8 +145,10 @@ def test_mismatched_sentences_come_from_other_images(world):
         assert ds._other_item(ds.items[i].img_id, gen).img_id != ds.items[i].img_id
 
 
-def test_swapped_regions_are_regions_of_other_images(world):
-    """A region swapped in for a masked one (10% of the masked) is a stored region of another image."""
+def test_swapped_regions_are_stored_regions(world):
+    """A region swapped in for a masked one (10% of the masked) is a stored region of a randomly
+    drawn image (as in the original, the draw may hit the example's own image); ``_rows_of`` gives
+    region ``pick[i]`` of that image for each swapped row ``i``."""
     ds = make_dataset(world)
     store = ds.store
     owner: dict[bytes, set[str]] = {}
@@ -159,10 +161,14 @@ def test_swapped_regions_are_regions_of_other_images(world):
         for row, target, chosen in zip(ex["visual_feats"], ex["feat_targets"], ex["feat_mask"]):
             if chosen and row.any() and not torch.equal(row, target):
                 swapped += 1
-                assert owner.get(row.numpy().tobytes(), set()) - {ds.items[i].img_id}, i
+                assert row.numpy().tobytes() in owner, i
             elif not chosen:
                 assert torch.equal(row, target)
     assert swapped >= 10  # about 1.5% of the regions
+    other = store[ds.images[3]]
+    pick = torch.tensor([5, 0, 11, 5])
+    rows = torch.tensor([True, False, True, True])
+    assert torch.equal(ds._rows_of(other, pick)(rows), other.tensor(None)[[5, 11, 5]])
 
 
 def test_label_weights_options_and_qa_start_epoch(world):
@@ -290,6 +296,8 @@ class _RaggedPairs(torch.utils.data.Dataset):
 def test_padded_batches_built_in_a_worker_equal_in_process_ones():
     """Padding (tokens, regions of pairs) written straight into the worker's shared buffers gives
     the same batch as in the training process, with the padding values and masks in place."""
+    from dataclasses import fields
+
     from data.tasks import collate_nlvr2
 
     ds = _RaggedPairs()
@@ -299,13 +307,40 @@ def test_padded_batches_built_in_a_worker_equal_in_process_ones():
     for a, b in zip(in_process, from_worker, strict=True):
         for name in ("input_ids", "attention_mask", "visual_feats", "visual_pos", "visual_attention_mask", "labels"):
             assert torch.equal(getattr(a, name), getattr(b, name)) and getattr(a, name).dtype == getattr(b, name).dtype, name
-        assert a.ids == b.ids and b.visual_feats.untyped_storage().data_ptr() != a.visual_feats.untyped_storage().data_ptr()
+        assert a.ids == b.ids
+        tensors = [getattr(b, f.name) for f in fields(b) if isinstance(getattr(b, f.name), torch.Tensor)]
+        assert all(t.is_shared() for t in tensors)  # written into shared memory by the worker
+        assert len({t.untyped_storage().data_ptr() for t in tensors}) == len({t.dtype for t in tensors}) < len(tensors)
     first = in_process[0]
     assert first.visual_feats.shape == (3, 2, 6, 3) and first.visual_attention_mask.shape == (3, 2, 6)
     assert first.visual_attention_mask[0, 1].tolist() == [1, 1, 1, 1, 1, 0]
     assert (first.visual_feats[0, 0, :3] == 1).all() and (first.visual_feats[0, 0, 3:] == 0).all()
     assert (first.visual_feats[2, 1] == 22).all()
     assert first.input_ids[0].tolist() == [0, 1, 0, 0] and first.attention_mask[0].tolist() == [1, 1, 0, 0]
+
+
+def test_pinning_keeps_one_buffer_per_dtype(monkeypatch):
+    """torch's pinning thread calls the batch's pin_memory (a dataclass would otherwise pass
+    unpinned); each shared buffer is pinned once and the tensors keep their views into it. (No
+    CUDA here: the storage's pinning is replaced by a copy.)"""
+    from dataclasses import fields
+
+    from torch.utils.data._utils.pin_memory import pin_memory
+    from data.tasks import collate_nlvr2
+
+    batch = next(iter(torch.utils.data.DataLoader(_RaggedPairs(), batch_size=3, num_workers=1,
+                                                  collate_fn=collate_nlvr2, multiprocessing_context="fork")))
+    copies = []
+    monkeypatch.setattr(torch.UntypedStorage, "pin_memory", lambda self, *a, **k: copies.append(self) or self.clone())
+    pinned = pin_memory(batch, device="cuda")
+    assert type(pinned) is type(batch) and pinned.ids == batch.ids
+    before = {f.name: getattr(batch, f.name) for f in fields(batch) if isinstance(getattr(batch, f.name), torch.Tensor)}
+    after = {name: getattr(pinned, name) for name in before}
+    assert len(copies) == len({t.untyped_storage().data_ptr() for t in before.values()}) == len({t.dtype for t in before.values()})
+    for name, t in before.items():
+        assert torch.equal(after[name], t) and after[name].dtype == t.dtype and after[name].stride() == t.stride(), name
+        assert after[name].untyped_storage().data_ptr() != t.untyped_storage().data_ptr(), name
+    assert len({t.untyped_storage().data_ptr() for t in after.values()}) == len(copies)
 
 
 def test_task_datasets_feed_the_task_models(world, tmp_path):
