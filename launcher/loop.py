@@ -99,9 +99,10 @@ class Throughput:
     """Training samples/s after the first steps (warm-up), and the share of that time spent
     waiting for data. The clock runs only while the job trains: validation passes and checkpoint
     writes after the warm-up are timed apart (``aside``) and reported as ``eval_seconds`` and
-    ``checkpoint_seconds``; ``apart_total`` counts them from the job's start (for :class:`Meter`). On a GPU the queued work is waited for whenever this clock is read, so
-    that a step's GPU work is not counted in the validation or checkpoint after it. (The data wait
-    is host time: the time ``next()`` on the loader took.)"""
+    ``checkpoint_seconds``; ``apart_total`` counts them from the job's start (for :class:`Meter`).
+    On a GPU the queued work is waited for whenever this clock is read, so that a step's GPU work
+    is not counted in the validation or checkpoint after it. (The data wait is host time: the
+    time ``next()`` on the loader took.)"""
 
     def __init__(self, global_batch: int, clock: Callable[[], float] = time.perf_counter) -> None:
         self.global_batch, self.clock = global_batch, clock
@@ -122,23 +123,18 @@ class Throughput:
     @contextmanager
     def aside(self, kind: str):
         """Time the enclosed work as ``kind`` ("eval" or "checkpoint"), not as training."""
-        if self.depth:
-            self.depth += 1
-            try:
-                yield
-            finally:
-                self.depth -= 1
-            return
-        began = self._now()
+        outermost = self.depth == 0
+        began = self._now() if outermost else 0.0
         self.depth += 1
         try:
             yield
         finally:
             self.depth -= 1
-            spent = self._now() - began
-            self.apart_total += spent
-            if self.begin is not None:  # after the warm-up
-                self.apart[kind] += spent
+            if outermost:
+                spent = self._now() - began
+                self.apart_total += spent
+                if self.begin is not None:  # after the warm-up
+                    self.apart[kind] += spent
 
     def summary(self, step: int) -> dict | None:
         if self.begin is None or step <= self.first_step:
