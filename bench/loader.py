@@ -68,11 +68,11 @@ def examples_per_sec(dataset, count: int) -> float:
 
 def samples_per_sec(dataset, collate, batch_size: int, workers: int, batches: int) -> float:
     from data.sampler import ResumableSampler
+    from launcher.processes import data_loader  # workers from the fork server, as in the jobs
 
     sampler = ResumableSampler(len(dataset), 0, 1, seed=0)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                         collate_fn=collate, prefetch_factor=4, drop_last=True,
-                                         persistent_workers=True)
+    loader = data_loader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+                         prefetch_factor=4, drop_last=True, persistent_workers=True)
     it = iter(loader)
     for _ in range(3):  # warm-up: workers started, prefetch queue filled
         next(it)

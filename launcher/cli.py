@@ -18,8 +18,10 @@ def _model_class(name: str):
 def _job(name: str, argv: list[str]) -> int:
     import importlib
 
+    from launcher.processes import run_job
+
     module = importlib.import_module(f"launcher.{name}")
-    return module.exit_code(lambda: module.main(argv), f"lxmert {name}")
+    return run_job(lambda: module.main(argv), f"lxmert {name}")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -53,6 +53,9 @@ class LogSection:
     valid_every: int = 0  # optimizer steps between validation passes (0: at each epoch end)
     valid_batches: int = 50
     progress: bool = True
+    #: Seconds without progress (a step, a validation or prediction batch) after which a rank
+    #: prints every thread's stack to stderr, and again after each further period; 0: never.
+    hang_dump_seconds: float = 900.0
 
 
 @dataclass
@@ -163,6 +166,8 @@ def validate(config: RunConfig) -> None:
         raise ValueError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio!r}")
     if t.lr <= 0:
         raise ValueError(f"train.lr must be positive, got {t.lr!r}")
+    if config.log.hang_dump_seconds < 0:
+        raise ValueError(f"log.hang_dump_seconds must be >= 0 (0: off), got {config.log.hang_dump_seconds!r}")
     if config.checkpoint.every <= 0 or config.checkpoint.keep <= 0:
         raise ValueError("checkpoint.every and checkpoint.keep must be positive")
     if getattr(config.data, "missing_images", "drop") not in ("drop", "error"):

@@ -19,7 +19,7 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project importable
@@ -31,7 +31,8 @@ import torch.distributed as dist
 from launcher import checkpoint as ckpt
 from launcher.config import FinetuneConfig, load_finetune_config, preset_config
 from launcher.engine import init_distributed
-from launcher.loop import Job, exit_code, loader, train
+from launcher.loop import Job, loader, train
+from launcher.processes import beat, run_job
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +59,7 @@ class TaskData:
     train: object | None
     splits: dict  # "valid" / "test" -> dataset (absent when not configured)
     collate: object
+    loaders: dict = field(default_factory=dict)  # split -> its prediction loader, made once (persistent workers)
 
 
 def init_path(ft: FinetuneConfig) -> Path | None:
@@ -171,27 +173,34 @@ def transfer_answer_head(net, weight, bias, source: Path, ft: FinetuneConfig, la
     return f"answer head: {len(rows)} of {len(labels)} labels mapped from {table_name}"
 
 
+def split_loader(data: TaskData, split: str, ft: FinetuneConfig, rank: int, world: int):
+    """A split's prediction batches: each rank takes every world-th example; shards are padded to
+    equal length (ZeRO-3 ranks must run the same number of forwards). Made once per split, its
+    workers persistent: every validation pass reuses them."""
+    if split not in data.loaders:
+        n = len(data.splits[split])
+        indices = [(rank + world * i) % n for i in range(-(-n // world))]
+        data.loaders[split] = loader(data.splits[split], indices, ft, ft.train.micro_batch_size, data.collate,
+                                     drop_last=False, persistent=True)
+    return data.loaders[split]
+
+
 @torch.no_grad()
-def predict(model, dataset, data: TaskData, ft: FinetuneConfig, rank: int, world: int, device,
-            split: str = "valid") -> dict:
-    """{question_id: answer} or {identifier: 0|1} over the whole split, gathered on every rank.
-    Each rank takes every world-th example; shards are padded to equal length (ZeRO-3 ranks must
-    run the same number of forwards) and the padding's duplicates dropped."""
+def predict(model, data: TaskData, ft: FinetuneConfig, rank: int, world: int, device, split: str = "valid") -> dict:
+    """{question_id: answer} or {identifier: 0|1} over the whole split, gathered on every rank
+    (the padding's duplicates dropped)."""
     was_training = model.training
     model.eval()
-    n = len(dataset)
-    per_rank = -(-n // world)
-    indices = [(rank + world * i) % n for i in range(per_rank)]
     out: list[tuple] = []
-    batches = loader(dataset, indices, ft, ft.train.micro_batch_size, data.collate, drop_last=False)
     from tqdm import tqdm
 
-    for batch in tqdm(batches, desc=f"predicting {split}", unit="batch", leave=False,
-                      disable=rank != 0 or not ft.log.progress):
+    for batch in tqdm(split_loader(data, split, ft, rank, world), desc=f"predicting {split}", unit="batch",
+                      leave=False, disable=rank != 0 or not ft.log.progress):
         batch = batch.to(device)
         inputs = {k: v for k, v in batch.model_inputs().items() if k != "labels"}
         best = model(**inputs).logits.argmax(-1).tolist()
         out += [(i, p if data.labels is None else data.labels[p]) for i, p in zip(batch.ids, best)]
+        beat()
     parts: list = [None] * world
     dist.all_gather_object(parts, out)
     model.train(was_training)
@@ -212,7 +221,7 @@ def finish(model, data: TaskData, ft: FinetuneConfig, rank: int, world: int, dev
     run_dir = Path(ft.run_dir)
     results = {"task": ft.task, **extra, "predictions": {}}
     for split, dataset in data.splits.items():
-        predictions = predict(model, dataset, data, ft, rank, world, device, split)
+        predictions = predict(model, data, ft, rank, world, device, split)
         if split == "valid":
             results["valid"] = split_scores(ft.task, predictions, dataset)
         if rank == 0:
@@ -263,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = None
     if valid is not None:
         evaluate = lambda engine: {f"valid/{k}": v for k, v in  # noqa: E731
-                                   split_scores(ft.task, predict(engine, valid, data, ft, rank, world, engine.device),
+                                   split_scores(ft.task, predict(engine, data, ft, rank, world, engine.device),
                                                 valid).items()}
     job = Job(name=f"fine-tuning {ft.task}", run=ft, rank=rank, world=world, model=net, model_config=config,
               train_set=data.train, sampler=ResumableSampler(len(data.train), rank, world, seed=ft.train.seed),
@@ -296,4 +305,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exit_code(main, "lxmert finetune"))
+    sys.exit(run_job(main, "lxmert finetune"))

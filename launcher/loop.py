@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import yaml
 from launcher import checkpoint as ckpt
 from launcher.config import reconcile_batch
 from launcher.engine import build_engine, deepspeed_config, precision_of
+from launcher.processes import beat, close_loader, data_loader, watch
 from model.pretrained import atomic_write
 
 
@@ -46,16 +46,17 @@ class Stopper:
 
 def loader(dataset, sampler, run, batch_size: int, collate: Callable, drop_last: bool = True,
            persistent: bool = False):
-    """``persistent``: the workers live across epochs (each ``iter()`` reads the sampler afresh)."""
+    """``persistent``: the workers live across epochs (each ``iter()`` reads the sampler afresh).
+    Workers come from the fork server (``launcher.processes``): a rank never forks."""
     workers = run.data.num_workers
     # The loader draws its workers' base seed from its own generator, not the global one, so that
     # starting a loader (as a resumed run does mid-epoch) leaves the dropout random stream untouched.
     # (Examples are seeded by (seed, epoch, index) anyway.)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                       generator=torch.Generator().manual_seed(run.train.seed),
-                                       collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                                       persistent_workers=persistent and workers > 0,
-                                       prefetch_factor=4 if workers else None, drop_last=drop_last)
+    return data_loader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                       generator=torch.Generator().manual_seed(run.train.seed),
+                       collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                       persistent_workers=persistent and workers > 0,
+                       prefetch_factor=4 if workers else None, drop_last=drop_last)
 
 
 class Meter:
@@ -177,16 +178,6 @@ class Outcome:
     ckpt_dir: Path
 
 
-def exit_code(main: Callable[[], int], prog: str) -> int:
-    """Run a job's ``main``: a user error (bad configuration, file, checkpoint) is one line on
-    stderr and exit status 2 on every rank, not a traceback."""
-    try:
-        return main()
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
-        return 2
-
-
 def steps_per_epoch(job: Job) -> int:
     run, micro = job.run, job.run.train.micro_batch_size
     steps = (len(job.sampler) // micro) // (run.train.global_batch_size // (micro * job.world))
@@ -214,8 +205,6 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
     if resume_tag is not None and resume_tag.endswith(ckpt.UNIVERSAL):
         ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
     engine = build_engine(job.model, ds_config, run.train.weight_decay)
-    precision = precision_of(ds_config)
-    sampler = job.sampler
 
     step, epoch, best = 0, 0, None
     if resume_tag is not None:
@@ -227,32 +216,46 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
         if client["model_config"] != job.model_config.to_dict():
             raise ValueError(f"{ckpt_dir / resume_tag}: checkpoint of another model configuration")
         step, epoch, best = client["step"], client["epoch"], client.get("best")
-        sampler.load_state_dict(client["sampler"])
+        job.sampler.load_state_dict(client["sampler"])
         ckpt.set_rng_state(client["rng"][rank] if rank < len(client["rng"]) else client["rng"][0])
         if rank == 0:
             print(f"resumed from {ckpt_dir / resume_tag} at step {step}, epoch {epoch}", flush=True)
 
-    writer = None
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {**run.to_dict(), "resolved": {"world_size": world, "gradient_accumulation_steps":
-                    ds_config["gradient_accumulation_steps"], "total_steps": total_steps, "precision": precision,
+                    ds_config["gradient_accumulation_steps"], "total_steps": total_steps, "precision": precision_of(ds_config),
                     "model": job.model_config.to_dict(), **job.resolved}}
         text = yaml.safe_dump(resolved, sort_keys=False)
         atomic_write(run_dir / "config.yaml", lambda path: Path(path).write_text(text))
+    with ExitStack() as resources:  # closed on every way out: the end, a signal, an error
+        return _train(job, engine, ds_config, total_steps, step, epoch, best, resources)
+
+
+def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch: int, best: float | None,
+           resources: ExitStack) -> Outcome:
+    """The steps, validations and checkpoints from ``step`` to the end of the schedule (or a stop
+    signal); what it opens (writer, loss file, progress bar, loader workers) goes on ``resources``."""
+    run, rank, world, sampler = job.run, job.rank, job.world, job.sampler
+    run_dir = Path(run.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    precision = precision_of(ds_config)
+    micro = run.train.micro_batch_size
+    writer = None
+    if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
-
+        writer = resources.enter_context(SummaryWriter(str(run_dir / "tensorboard")))
     stopper = Stopper()
     throughput = Throughput(run.train.global_batch_size)
     meter = Meter(engine.device, job.loss_names, apart=lambda: throughput.apart_total)
-    loss_file = open(run_dir / "losses.txt", "a") if rank == 0 else None  # step, loss of rank 0's micro batch
+    loss_file = resources.enter_context(open(run_dir / "losses.txt", "a")) if rank == 0 else None  # step, loss of rank 0's micro batch
     bar = None
     if rank == 0 and run.log.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, unit="step", desc=job.name, dynamic_ncols=True)
+        bar = resources.enter_context(tqdm(total=total_steps, initial=step, unit="step", desc=job.name,
+                                           dynamic_ncols=True))
 
     def client_state() -> dict:
         rngs = [None] * world
@@ -286,6 +289,8 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
     done = step >= total_steps
     stopped = False
     train_loader = loader(job.train_set, sampler, run, micro, job.collate, persistent=True)  # no worker start-up per epoch
+    resources.callback(close_loader, train_loader)
+    watch(run.log.hang_dump_seconds)  # from here on, a rank that stops making progress prints its stacks
     while not done:
         if sampler.epoch != epoch:
             sampler.set_epoch(epoch)
@@ -306,6 +311,7 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
             engine.step()
             sampler.advance(micro)
             meter.add(out, len(batch))
+            beat()
             if not boundary:
                 continue
             step += 1
@@ -353,9 +359,6 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
     summary = throughput.summary(step)
     if bar is not None:
         bar.close()
-    if writer is not None:
-        writer.close()
-        loss_file.close()
     if rank == 0 and not stopped:
         if summary is not None:
             atomic_write(run_dir / "throughput.json", lambda path: Path(path).write_text(json.dumps(summary, indent=2) + "\n"))

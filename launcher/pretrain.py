@@ -22,7 +22,8 @@ import torch.distributed as dist
 from launcher import checkpoint as ckpt
 from launcher.config import RunConfig, load_config, preset_config
 from launcher.engine import init_distributed
-from launcher.loop import Job, exit_code, Meter, loader, train
+from launcher.loop import Job, Meter, loader, train
+from launcher.processes import beat, run_job
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,16 +75,22 @@ def model_config(run: RunConfig, store, answers, tokenizer):
 OBJECTIVE_NAMES = ("mlm", "matched", "obj", "attr", "feat", "qa")
 
 
-@torch.no_grad()
-def validate(engine, dataset, run: RunConfig, rank: int, world: int) -> dict[str, float]:
+def valid_loader(dataset, run: RunConfig, rank: int, world: int):
+    """The validation batches: the same ones at every pass, from workers started once (persistent)."""
     from data.collate import collate_pretraining
     from data.sampler import ResumableSampler
 
-    engine.eval()
     sampler = ResumableSampler(len(dataset), rank, world, seed=run.train.seed, shuffle=False)
+    return loader(dataset, sampler, run, run.train.micro_batch_size, collate_pretraining, persistent=True)
+
+
+@torch.no_grad()
+def validate(engine, batches, run: RunConfig) -> dict[str, float]:
+    """The first ``log.valid_batches`` batches of each rank: the objectives' losses and QA accuracy."""
+    engine.eval()
     meter = Meter(engine.device, OBJECTIVE_NAMES)
     correct = torch.zeros(2, dtype=torch.float64)
-    for i, batch in enumerate(loader(dataset, sampler, run, run.train.micro_batch_size, collate_pretraining)):
+    for i, batch in enumerate(batches):
         if i >= run.log.valid_batches:
             break
         batch = batch.to(engine.device)
@@ -93,6 +100,7 @@ def validate(engine, dataset, run: RunConfig, rank: int, world: int) -> dict[str
         if out.question_answering_score is not None:
             correct[0] += (out.question_answering_score.argmax(-1)[has_answer] == batch.ans[has_answer]).sum().item()
         correct[1] += has_answer.sum().item()
+        beat()
     values = {k.replace("loss/", "valid/"): v for k, v in meter.read().items() if k.startswith("loss/")}
     correct = correct.to(engine.device)
     dist.all_reduce(correct)
@@ -117,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         net = LxmertForPretraining.from_pretrained(ckpt.locate(run.model.init_from), config, skip_heads=True)
     else:
         net = LxmertForPretraining(config)
+    valid_batches = None if valid_set is None else valid_loader(valid_set, run, rank, world)
     job = Job(name="pre-training", run=run, rank=rank, world=world, model=net, model_config=config,
               train_set=train_set, sampler=sampler, collate=collate_pretraining, loss_names=OBJECTIVE_NAMES,
-              evaluate=None if valid_set is None else lambda engine: validate(engine, valid_set, run, rank, world),
+              evaluate=None if valid_set is None else lambda engine: validate(engine, valid_batches, run),
               client={"architecture": "LxmertForPretraining", "answers": answers.answers,
                       "tokenizer_vocab": ckpt.vocab_file(run.data.tokenizer)})
     train(job, args.resume)
@@ -127,4 +136,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exit_code(main, "lxmert pretrain"))
+    sys.exit(run_job(main, "lxmert pretrain"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,3 +78,26 @@ def make_batch(cfg, batch: int = 3, tokens: int = 9, regions: int = 6, seed: int
 def tiny_pair():
     hf = hf_model(**TINY_HF)
     return hf, ours_from_hf(hf)
+
+
+@pytest.fixture(scope="session")
+def launch_world(tmp_path_factory):
+    """A synthetic world of 80 images (12 regions x 32 features) and its store, for the jobs' tests."""
+    from data.store import build_store
+    from data.synth import write_world
+
+    root = tmp_path_factory.mktemp("launch")
+    write_world(root / "world", images=80, feat_dim=32, regions=12, progress=False)
+    build_store(root / "world" / "store", [root / "world" / "features" / "train.tsv",
+                                           root / "world" / "features" / "val.tsv"], progress=False)
+    return root
+
+
+def run_args(world: Path, run_dir: Path, ds: str, *extra: str) -> list[str]:
+    """The pre-training job's arguments on ``launch_world``: tiny preset, 2 x 8 = 16 a step, 1 worker."""
+    root, w = Path(__file__).resolve().parents[1], world / "world"
+    return ["--config", str(root / "launcher" / "configs" / "synth_tiny.yaml"), f"run_dir={run_dir}",
+            f"deepspeed={root / 'ds_configs' / ds}", f"data.store={w / 'store'}", f"data.train=[{w / 'lxmert' / 'train.json'}]",
+            f"data.valid=[{w / 'lxmert' / 'minival.json'}]", f"data.answers={w / 'lxmert' / 'all_ans.json'}",
+            f"data.tokenizer={w / 'vocab.txt'}", "data.num_workers=1", "log.progress=false", "log.every=2",
+            "train.micro_batch_size=8", "train.global_batch_size=16", "log.valid_batches=2", *extra]

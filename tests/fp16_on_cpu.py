@@ -16,6 +16,7 @@ from deepspeed.accelerator import get_accelerator  # noqa: E402
 get_accelerator().is_fp16_supported = lambda: True  # tests only: see the module docstring
 
 from launcher.pretrain import main  # noqa: E402
+from launcher.processes import run_job  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main, "lxmert pretrain"))

@@ -26,8 +26,8 @@ def _slow_save(self, state_dict, path: str):
 
 TorchCheckpointEngine.save = _slow_save
 
-from launcher.loop import exit_code  # noqa: E402
+from launcher.processes import run_job  # noqa: E402
 from launcher.pretrain import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(exit_code(main, "lxmert pretrain"))
+    sys.exit(run_job(main, "lxmert pretrain"))

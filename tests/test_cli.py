@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import procs
 import torch
 from conftest import TINY_HF, hf_model
 
@@ -12,8 +13,7 @@ from model import LxmertForPretraining
 
 
 def lxmert(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return procs.run([sys.executable, "-m", "launcher.cli", *args], ok=False, timeout=300)
 
 
 def test_help_lists_subcommands():

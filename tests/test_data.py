@@ -17,6 +17,7 @@ from data.sampler import ResumableSampler
 from data.store import FeatureStore, build_store
 from data.synth import write_world
 from data.tokenize import load_tokenizer
+from launcher.processes import worker_context
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +243,7 @@ def test_loader_resume_with_workers_gives_the_same_batches(world, world_size):
 
     def loader(sampler):
         return torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2, collate_fn=collate_pretraining,
-                                           multiprocessing_context="fork")
+                                           multiprocessing_context=worker_context())
 
     for rank in range(world_size):
         straight = [b for b in loader(ResumableSampler(len(ds), rank, world_size, seed=1))]
@@ -269,7 +270,7 @@ def test_worker_batches_cross_as_one_buffer_per_dtype_and_equal_in_process_batch
     sampler = ResumableSampler(len(ds), 0, 1, seed=1)
     in_process = list(torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, collate_fn=collate_pretraining))
     from_worker = list(torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=1,
-                                                   collate_fn=collate_pretraining, multiprocessing_context="fork"))
+                                                   collate_fn=collate_pretraining, multiprocessing_context=worker_context()))
     assert len(in_process) == len(from_worker) > 0
     for a, b in zip(in_process, from_worker):
         tensors = {f.name: getattr(b, f.name) for f in fields(b) if isinstance(getattr(b, f.name), torch.Tensor)}
@@ -303,7 +304,7 @@ def test_padded_batches_built_in_a_worker_equal_in_process_ones():
     ds = _RaggedPairs()
     in_process = list(torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_nlvr2))
     from_worker = list(torch.utils.data.DataLoader(ds, batch_size=3, num_workers=1, collate_fn=collate_nlvr2,
-                                                   multiprocessing_context="fork"))
+                                                   multiprocessing_context=worker_context()))
     for a, b in zip(in_process, from_worker, strict=True):
         for name in ("input_ids", "attention_mask", "visual_feats", "visual_pos", "visual_attention_mask", "labels"):
             assert torch.equal(getattr(a, name), getattr(b, name)) and getattr(a, name).dtype == getattr(b, name).dtype, name
@@ -329,7 +330,7 @@ def test_pinning_keeps_one_buffer_per_dtype(monkeypatch):
     from data.tasks import collate_nlvr2
 
     batch = next(iter(torch.utils.data.DataLoader(_RaggedPairs(), batch_size=3, num_workers=1,
-                                                  collate_fn=collate_nlvr2, multiprocessing_context="fork")))
+                                                  collate_fn=collate_nlvr2, multiprocessing_context=worker_context())))
     copies = []
     monkeypatch.setattr(torch.UntypedStorage, "pin_memory", lambda self, *a, **k: copies.append(self) or self.clone())
     pinned = pin_memory(batch, device="cuda")

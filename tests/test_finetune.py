@@ -9,21 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import procs
 import pytest
 
 from data.evaluation import read_submission, scores
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-       "HF_HUB_OFFLINE": "1"}
-
-
 def run(cmd: list[str], ok: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=ENV, cwd=ROOT)
-    if ok:
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
+    return procs.run(cmd, ok=ok)
 
 
 @pytest.fixture(scope="module")
@@ -144,15 +138,14 @@ def test_preempted_finetuning_resumes_to_the_same_best_model(pretrained, tmp_pat
     args = ("train.epochs=2", "log.every=1")
     finetune(*finetune_args(pretrained, "vqa", tmp_path / "straight", *args))
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launcher" / "finetune.py"),
-                             *finetune_args(pretrained, "vqa", run_dir, *args)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = procs.start([sys.executable, str(ROOT / "launcher" / "finetune.py"),
+                        *finetune_args(pretrained, "vqa", run_dir, *args)], merge=True)
     deadline = time.time() + 300
     while not any((run_dir / "checkpoints").glob("best-step*/COMPLETE")):
         assert proc.poll() is None and time.time() < deadline, "no best checkpoint before the run ended"
         time.sleep(0.01)
     proc.send_signal(signal.SIGUSR1)
-    output, _ = proc.communicate(timeout=300)
+    output, _ = procs.wait(proc, timeout=300)
     assert proc.returncode == 0 and "stopped by signal at step" in output, output[-2000:]
     assert not (run_dir / "results.json").exists()
     finetune(*finetune_args(pretrained, "vqa", run_dir, *args))

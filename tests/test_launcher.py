@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import procs
 import pytest
 import torch
 
+from conftest import run_args
 from launcher.config import load_config, reconcile_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,38 +39,20 @@ def test_config_overrides_and_errors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from data.store import build_store
-    from data.synth import write_world
-
-    root = tmp_path_factory.mktemp("launch")
-    write_world(root / "world", images=80, feat_dim=32, regions=12, progress=False)
-    build_store(root / "world" / "store", [root / "world" / "features" / "train.tsv",
-                                           root / "world" / "features" / "val.tsv"], progress=False)
-    return root
+def world(launch_world):
+    return launch_world
 
 
-def run_args(world: Path, run_dir: Path, ds: str, *extra: str) -> list[str]:
-    w = world / "world"
-    return ["--config", str(ROOT / "launcher" / "configs" / "synth_tiny.yaml"), f"run_dir={run_dir}",
-            f"deepspeed={ROOT / 'ds_configs' / ds}", f"data.store={w / 'store'}", f"data.train=[{w / 'lxmert' / 'train.json'}]",
-            f"data.valid=[{w / 'lxmert' / 'minival.json'}]", f"data.answers={w / 'lxmert' / 'all_ans.json'}",
-            f"data.tokenizer={w / 'vocab.txt'}", "data.num_workers=1", "log.progress=false", "log.every=2",
-            "train.micro_batch_size=8", "train.global_batch_size=16", "log.valid_batches=2", *extra]
-
-
-def launch(kind: str, args: list[str], nproc: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    script = str(ROOT / "launcher" / "pretrain.py")
+def launch(kind: str, args: list[str], nproc: int = 2, script: str = "launcher/pretrain.py",
+           environ: dict | None = None) -> subprocess.CompletedProcess:
+    script = str(ROOT / script)
     if kind == "deepspeed":
         cmd = [str(BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(29500 + os.getpid() % 1000), script, *args]
     elif kind == "mpirun":
         cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(nproc), sys.executable, script, *args]
     else:
         cmd = [sys.executable, script, *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
+    return procs.run(cmd, environ=environ)
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -124,16 +108,15 @@ def test_two_ranks_train_log_and_consolidate(world, tmp_path, kind, ds):
 
 
 def _popen(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / "launcher" / "pretrain.py"), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return procs.start([sys.executable, str(ROOT / "launcher" / "pretrain.py"), *args], merge=True)
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not predicate():
         assert proc.poll() is None, "the run ended before the test could interrupt it"
-        assert time.time() < deadline, "timed out"
+        if time.time() > deadline:
+            procs.wait(proc, timeout=0)  # fails with every process's stack
         time.sleep(0.005)
 
 
@@ -159,7 +142,7 @@ def test_preemption_signal_checkpoints_and_resume_is_exact(world, tmp_path, stra
     proc = _popen(run_args(world, run_dir, "zero2_fp32.json", *RESUME))
     _wait_for(lambda: _steps(run_dir) >= 3, proc)
     proc.send_signal(signal.SIGUSR1)
-    output, _ = proc.communicate(timeout=300)
+    output, _ = procs.wait(proc, timeout=300)
     assert proc.returncode == 0 and "stopped by signal at step" in output, output[-2000:]
     stopped = int(output.split("stopped by signal at step ")[1].split(";")[0])
     assert 3 <= stopped < 40
@@ -172,8 +155,11 @@ def test_kill_9_then_resume_is_exact(world, tmp_path, straight_run):
     run_dir = tmp_path / "run"
     proc = _popen(run_args(world, run_dir, "zero2_fp32.json", *RESUME))
     _wait_for(lambda: (run_dir / "checkpoints" / "step12" / "COMPLETE").exists() and _steps(run_dir) >= 14, proc)
+    job = procs.tree(proc)
+    assert len(job) >= 3, job  # the rank, the fork server, loader workers
     proc.kill()
-    proc.wait()
+    procs.wait(proc)  # returns once no process of the job holds its output: none is left behind
+    assert procs.ended(job, timeout=30) == []
     launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
     resumed = losses(run_dir)
     assert [resumed[s] for s in range(1, 41)] == [straight_run[s] for s in range(1, 41)]
@@ -185,14 +171,12 @@ def test_kill_during_checkpoint_writing_keeps_the_previous_checkpoint(world, tmp
     from launcher.checkpoint import complete_tags, resolve_resume
 
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "SLOW_SAVE_SECONDS": "2"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "slow_checkpoint.py"),
-                             *run_args(world, run_dir, "zero2_fp32.json", *RESUME)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = procs.start([sys.executable, str(ROOT / "tests" / "slow_checkpoint.py"),
+                        *run_args(world, run_dir, "zero2_fp32.json", *RESUME)], procs.env(SLOW_SAVE_SECONDS="2"), merge=True)
     tag = run_dir / "checkpoints" / "step12"
     _wait_for(lambda: any(tag.glob("*.pt")), proc)
     proc.kill()
-    proc.wait()
+    procs.wait(proc)
     assert any(tag.glob("*.pt")) and not (tag / "COMPLETE").exists(), "the kill should land inside the write"
     assert complete_tags(run_dir / "checkpoints") == ["step6"]
     assert resolve_resume(run_dir / "checkpoints", "auto") == "step6"
@@ -209,17 +193,18 @@ def test_kill_9_of_one_rank_then_resume_is_exact_at_two_ranks(world, tmp_path):
     straight = tmp_path / "straight"
     launch("deepspeed", run_args(world, straight, "zero2_fp32.json", *RESUME))
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(29900 + os.getpid() % 100),
-                             str(ROOT / "launcher" / "pretrain.py"), *run_args(world, run_dir, "zero2_fp32.json", *RESUME)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = procs.start([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(29900 + os.getpid() % 100),
+                        str(ROOT / "launcher" / "pretrain.py"), *run_args(world, run_dir, "zero2_fp32.json", *RESUME)],
+                       merge=True)
     _wait_for(lambda: (run_dir / "checkpoints" / "step12" / "COMPLETE").exists() and _steps(run_dir) >= 14, proc)
     ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)  # rank 1, not its loader workers
              if "--local_rank=1" in p.cmdline() and "--local_rank=1" not in p.parent().cmdline()]
     assert len(ranks) == 1, "rank 1's process not found"
+    job = procs.tree(proc)
     ranks[0].kill()
-    proc.communicate(timeout=300)
+    procs.wait(proc, timeout=300)  # returns once no process of the job holds its output
     assert proc.returncode != 0  # the launcher notices the lost rank and stops the job
+    assert procs.ended(job, timeout=30) == []  # rank 1's loader workers and fork server too
     assert _steps(run_dir) < 40
     launch("deepspeed", run_args(world, run_dir, "zero2_fp32.json", *RESUME))
     resumed, expected = losses(run_dir), losses(straight)
@@ -288,11 +273,8 @@ def test_throughput_of_the_job_excludes_checkpoint_writes(world, tmp_path):
     import json
 
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_SAVE_SECONDS": "0.5"}
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "slow_checkpoint.py"),
-                          *run_args(world, run_dir, "zero2_fp32.json", "train.max_steps=8", "checkpoint.every=4")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = launch("python", run_args(world, run_dir, "zero2_fp32.json", "train.max_steps=8", "checkpoint.every=4"),
+                 script="tests/slow_checkpoint.py", environ=procs.env(SLOW_SAVE_SECONDS="0.5"))
     r = json.loads((run_dir / "throughput.json").read_text())
     # measured from step 3: the checkpoints of steps 4 and 8, each 2 files (model, optimizer) x 0.5 s
     assert r["steps"] == 5 and r["checkpoint_seconds"] >= 2.0
@@ -332,9 +314,8 @@ def test_bad_inputs_fail_before_heavy_work(world, tmp_path):
     for extra, message in ((["data.store=/nonexistent/store"], "/nonexistent/store: no such feature store"),
                            (["deepspeed=/nonexistent.json"], "/nonexistent.json: unreadable DeepSpeed config"),
                            (["train.global_batch_size=20"], "is not a multiple of train.micro_batch_size=8")):
-        out = subprocess.run([sys.executable, str(ROOT / "launcher" / "pretrain.py"),
-                              *run_args(world, tmp_path / "run", "zero2_fp32.json", *extra)],
-                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+        out = procs.run([sys.executable, ROOT / "launcher" / "pretrain.py",
+                         *run_args(world, tmp_path / "run", "zero2_fp32.json", *extra)], ok=False, timeout=300)
         assert out.returncode != 0 and message in out.stderr, out.stderr[-2000:]
 
 
@@ -375,11 +356,8 @@ def test_zero3_through_torchrun_trains_like_zero2(world, tmp_path):
     from model import LxmertForPretraining
 
     common = ("train.max_steps=6", "checkpoint.every=6", *NO_DROPOUT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    out = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(29600 + os.getpid() % 1000),
-                          str(ROOT / "launcher" / "pretrain.py"), *run_args(world, tmp_path / "z3", "zero3_fp32.json", *common)],
-                         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    procs.run([BIN / "torchrun", "--nproc_per_node", "2", "--master_port", str(29600 + os.getpid() % 1000),
+               ROOT / "launcher" / "pretrain.py", *run_args(world, tmp_path / "z3", "zero3_fp32.json", *common)])
     launch("deepspeed", run_args(world, tmp_path / "z2", "zero2_fp32.json", *common))
     z3 = LxmertForPretraining.from_pretrained(consolidate(tmp_path / "z3" / "checkpoints", tmp_path / "m3"))
     z2 = LxmertForPretraining.from_pretrained(consolidate(tmp_path / "z2" / "checkpoints", tmp_path / "m2"))
@@ -400,12 +378,9 @@ def test_fp16_dynamic_loss_scaling_skips_overflow_steps(world, tmp_path):
     config["fp16"].update(initial_scale_power=24, hysteresis=1)
     (tmp_path / "fp16.json").write_text(json.dumps(config))
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     args = run_args(world, run_dir, "zero2_fp16.json", "train.max_steps=24", "log.every=1")
     args = [a if not a.startswith("deepspeed=") else f"deepspeed={tmp_path / 'fp16.json'}" for a in args]
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "fp16_on_cpu.py"), *args], capture_output=True, text=True,
-                         timeout=600, env=env, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    launch("python", args, script="tests/fp16_on_cpu.py")
     skipped = tb_scalar(run_dir, "skipped_steps")
     scale = tb_scalar(run_dir, "loss_scale")
     assert skipped[24] > 0 and skipped[24] < 24
@@ -416,25 +391,19 @@ def test_fp16_dynamic_loss_scaling_skips_overflow_steps(world, tmp_path):
 
 def test_slurm_environment_and_deepspeed_module(world, tmp_path):
     """Two ranks from Slurm's variables (as srun sets them), and `deepspeed --module launcher.pretrain`."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29700 + os.getpid() % 100),
-           "SLURM_NTASKS": "2"}
+    env = procs.env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29700 + os.getpid() % 100), SLURM_NTASKS="2")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(key, None)
     args = run_args(world, tmp_path / "slurm", "zero2_fp32.json", "train.max_steps=4")
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "launcher" / "pretrain.py"), *args], cwd=ROOT,
-                              env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    ranks = [procs.start([sys.executable, str(ROOT / "launcher" / "pretrain.py"), *args],
+                         {**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)}, merge=True) for r in range(2)]
+    outputs = [procs.wait(p)[0] for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert "world_size: 2" in (tmp_path / "slurm" / "config.yaml").read_text()
     assert sorted(losses(tmp_path / "slurm")) == [1, 2, 3, 4]
 
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(29800 + os.getpid() % 100),
-                          "--module", "launcher.pretrain", *run_args(world, tmp_path / "module", "zero2_fp32.json",
-                                                                     "train.max_steps=4")],
-                         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    procs.run([BIN / "deepspeed", "--num_gpus", "2", "--master_port", str(29800 + os.getpid() % 100),
+               "--module", "launcher.pretrain", *run_args(world, tmp_path / "module", "zero2_fp32.json", "train.max_steps=4")])
     assert sorted(losses(tmp_path / "module")) == [1, 2, 3, 4]
 
 
@@ -449,9 +418,8 @@ def test_resume_at_one_rank_from_a_two_rank_checkpoint(world, tmp_path):
     launch("deepspeed", run_args(world, run_dir, "zero2_fp32.json", *common))
     two_rank = tb_scalar(run_dir, "loss/total")
     shutil.move(run_dir / "tensorboard", tmp_path / "two_rank_tensorboard")  # the resumed run logs afresh
-    out = subprocess.run([sys.executable, "-m", "launcher.cli", "universal", str(run_dir / "checkpoints"), "--tag", "step4"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert out.returncode == 0 and "step4_universal" in out.stdout, out.stderr[-2000:]
+    out = procs.run([sys.executable, "-m", "launcher.cli", "universal", run_dir / "checkpoints", "--tag", "step4"])
+    assert "step4_universal" in out.stdout, out.stderr[-2000:]
     model = LxmertForPretraining.from_pretrained(consolidate(run_dir / "checkpoints", tmp_path / "m", tag="step4"))
     for name, value in model.state_dict().items():
         stored = torch.load(run_dir / "checkpoints" / "step4_universal" / "zero" / name / "fp32.pt", weights_only=False)

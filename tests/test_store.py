@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import procs
 import pytest
 import torch
 
@@ -129,8 +131,8 @@ def test_bad_input_stops_with_one_line_naming_file_line_and_id(tmp_path, case):
     else:
         lines[2] = change(lines[2])
     (tmp_path / "in.tsv").write_text("".join(lines))
-    out = subprocess.run([sys.executable, "-m", "launcher.cli", "features", "build", "--tsv", str(tmp_path / "in.tsv"),
-                          "--out", str(tmp_path / "store"), "--quiet"], capture_output=True, text=True, timeout=120)
+    out = procs.run([sys.executable, "-m", "launcher.cli", "features", "build", "--tsv", tmp_path / "in.tsv",
+                     "--out", tmp_path / "store", "--quiet"], ok=False, timeout=120)
     assert out.returncode != 0
     err = out.stderr.strip()
     assert "\n" not in err, err
@@ -138,9 +140,8 @@ def test_bad_input_stops_with_one_line_naming_file_line_and_id(tmp_path, case):
     assert message in err and f"{tmp_path / 'in.tsv'}:3: img_id '{bad_id}'" in err, err
     assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()
     # with --skip-bad the good records land and the bad one is counted
-    out = subprocess.run([sys.executable, "-m", "launcher.cli", "features", "build", "--tsv", str(tmp_path / "in.tsv"),
-                          "--out", str(tmp_path / "store"), "--quiet", "--skip-bad"], capture_output=True, text=True,
-                         timeout=120)
+    out = procs.run([sys.executable, "-m", "launcher.cli", "features", "build", "--tsv", tmp_path / "in.tsv",
+                     "--out", tmp_path / "store", "--quiet", "--skip-bad"], ok=False, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "skipped 1 bad records" in out.stdout and message in out.stdout
     assert read_manifest(tmp_path / "store")["count"] == 3
@@ -221,12 +222,9 @@ class _StoreDataset(torch.utils.data.Dataset):
         return torch.from_numpy(rec.features.astype(np.float32)), os.getpid()
 
 
-@pytest.mark.parametrize("start", ["fork", "spawn"])
-def test_dataloader_workers_after_the_parent_opened_the_store(tmp_path, start):
-    records = [record(i) for i in range(16)]
-    write_tsv(tmp_path / "a.tsv", records)
-    build_store(tmp_path / "store", [tmp_path / "a.tsv"], dtype="float32", progress=False)
-    store = FeatureStore(tmp_path / "store")
+def _workers_read_the_store(path, start: str, count: int = 16) -> None:
+    records = [record(i) for i in range(count)]
+    store = FeatureStore(path)
     assert store["img00000"].num_boxes == 36  # opened in the parent before the workers start
     loader = torch.utils.data.DataLoader(_StoreDataset(store, [r.img_id for r in records]), batch_size=4,
                                          num_workers=2, multiprocessing_context=start)
@@ -234,6 +232,18 @@ def test_dataloader_workers_after_the_parent_opened_the_store(tmp_path, start):
     got = torch.cat(feats)
     assert torch.equal(got, torch.stack([torch.from_numpy(r.features) for r in records]))
     assert os.getpid() not in set(torch.cat(pids).tolist())
+
+
+@pytest.mark.parametrize("start", ["fork", "forkserver", "spawn"])
+def test_dataloader_workers_after_the_parent_opened_the_store(tmp_path, start):
+    write_tsv(tmp_path / "a.tsv", [record(i) for i in range(16)])
+    build_store(tmp_path / "store", [tmp_path / "a.tsv"], dtype="float32", progress=False)
+    if start == "fork":  # from a fresh interpreter: this one runs threads, and a process with threads never forks
+        code = (f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}]; import test_store; "
+                f"test_store._workers_read_the_store({str(tmp_path / 'store')!r}, 'fork')")
+        procs.run([sys.executable, "-c", code], timeout=120)
+    else:
+        _workers_read_the_store(tmp_path / "store", start)
 
 
 def test_npz_bad_input_names_the_file(tmp_path):
