@@ -24,8 +24,15 @@ def gqa_accuracy(predictions: dict, rows: list[dict]) -> float:
 
 
 def sentence_of(identifier: str) -> str:
-    """NLVR2 identifiers are ``split-set-pair-n``: the last field numbers the image pairs of one sentence."""
-    return identifier.rsplit("-", 1)[0]
+    """NLVR2 identifiers are ``split-set-pair-sentence``: the third field numbers the image pairs
+    that one sentence is shown with. The official script (``nlvr2/eval/metrics.py``) groups a
+    sentence's examples by the identifier with that field blanked: ``dev-850-0-0`` and
+    ``dev-850-1-0`` are one sentence, ``dev-850-0-1`` another."""
+    parts = identifier.split("-")
+    if len(parts) != 4:
+        raise ValueError(f"NLVR2 identifier {identifier!r}: expected split-set-pair-sentence, e.g. dev-850-0-0")
+    parts[2] = ""
+    return "-".join(parts)
 
 
 def nlvr2_scores(predictions: dict, rows: list[dict]) -> dict[str, float]:

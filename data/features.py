@@ -75,7 +75,8 @@ class RegionRecord:
         return features.to(dtype or features.dtype, copy=True)
 
     def normalized_boxes(self) -> np.ndarray:
-        """(x1/W, y1/H, x2/W, y2/H) clipped to [0, 1], float32."""
+        """(x1/W, y1/H, x2/W, y2/H) clipped to [0, 1], float32 (a store holds no box outside its
+        image by more than ``BOX_TOLERANCE``: ``check_record``)."""
         scale = np.array([self.img_w, self.img_h, self.img_w, self.img_h], dtype=np.float32)
         return np.clip(self.boxes / scale, 0.0, 1.0)
 
@@ -132,6 +133,10 @@ def _b64(field: str, text: str, dtype, count: int, where: str, shape=None) -> np
     return array.reshape(shape) if shape else array
 
 
+#: The original code asserts normalised box coordinates within [-1e-5, 1 + 1e-5].
+BOX_TOLERANCE = 1e-5
+
+
 def check_record(rec: RegionRecord, where: str, feat_dim: int | None) -> None:
     """Raise BadRecord for NaN/Inf, region counts out of range or a changed feature dim."""
     n = rec.num_boxes
@@ -144,6 +149,12 @@ def check_record(rec: RegionRecord, where: str, feat_dim: int | None) -> None:
     for name in ("features", "boxes", "objects_conf", "attrs_conf"):
         if not np.isfinite(getattr(rec, name)).all():
             raise BadRecord(f"{where}: {name} contain NaN or Inf")
+    norm = rec.boxes / np.array([rec.img_w, rec.img_h, rec.img_w, rec.img_h], np.float64)
+    outside = np.flatnonzero(((norm < -BOX_TOLERANCE) | (norm > 1 + BOX_TOLERANCE)).any(1))
+    if outside.size:
+        i = int(outside[0])
+        raise BadRecord(f"{where}: {outside.size} boxes outside the {rec.img_w}x{rec.img_h} image (beyond the original's "
+                        f"tolerance of {BOX_TOLERANCE} of its size), e.g. box {i}: {[round(float(x), 2) for x in rec.boxes[i]]}")
     for name in ("objects_id", "attrs_id"):
         ids = getattr(rec, name)
         if ids.size and (ids.min() < -1 or ids.max() > np.iinfo(np.int32).max):

@@ -57,6 +57,7 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
     feat_dim: int | None = None
     bad: list[str] = []
     regions = [MAX_REGIONS, 0]
+    label_ids = {"objects": 0, "attributes": 0}  # one past the largest object and attribute id
     started = time.perf_counter()
     try:
         txn = env.begin(write=True)
@@ -82,6 +83,9 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
                 continue
             feat_dim = rec.features.shape[1]
             regions = [min(regions[0], rec.num_boxes), max(regions[1], rec.num_boxes)]
+            for name, ids in (("objects", rec.objects_id), ("attributes", rec.attrs_id)):
+                if ids.size:
+                    label_ids[name] = max(label_ids[name], int(ids.max()) + 1)
             checksum = (checksum + _digest(key, value)) % (1 << 128)
             count += 1
             if count % commit_every == 0:  # bounded memory: commit in chunks
@@ -93,7 +97,7 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
             raise BadRecord("no valid records in the inputs")
         manifest = {
             "format": FORMAT, "count": count, "feature_dim": feat_dim, "dtype": dtype,
-            "regions": {"min": regions[0], "max": regions[1]},
+            "regions": {"min": regions[0], "max": regions[1]}, "label_ids": label_ids,
             "sources": [str(Path(p).resolve()) for p in tsv] + [str(Path(d).resolve()) for d in npz_dirs],
             "checksum": f"{checksum:032x}", "skipped": len(bad), "skipped_examples": bad[:20],
             "seconds": round(time.perf_counter() - started, 1),
@@ -172,6 +176,12 @@ class FeatureStore:
     @property
     def feature_dim(self) -> int:
         return self.manifest["feature_dim"]
+
+    @property
+    def label_ids(self) -> dict[str, int] | None:
+        """One past the largest detector object and attribute id ({"objects", "attributes"}); None
+        for a store built before they were recorded."""
+        return self.manifest.get("label_ids")
 
     def __contains__(self, img_id: object) -> bool:
         return isinstance(img_id, str) and _open(self._key).get(img_id.encode()) is not None

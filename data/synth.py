@@ -119,11 +119,12 @@ def _questions(objects: list[dict], rng: random.Random) -> list[tuple[str, str, 
     return qs
 
 
-def _nlvr2_statement(a: list[dict], b: list[dict], rng: random.Random) -> tuple[str, int]:
+def _nlvr2_statement(a: list[dict], b: list[dict], rng: random.Random) -> tuple[str, int, int]:
+    """A count claim about the pair (a, b): (sentence, class, claimed count)."""
     cls = rng.randrange(len(CLASSES))
     total = sum(o["cls"] == cls for o in a + b)
     claim = rng.choice([total, total + 1, max(0, total - 1)])
-    return f"there are {claim} {CLASSES[cls]}s in total .", int(claim == total)
+    return f"there are {claim} {CLASSES[cls]}s in total .", cls, claim
 
 
 def _dump(path: Path, obj) -> None:
@@ -213,12 +214,15 @@ def write_world(out: str | os.PathLike, images: int = 600, seed: int = 0, region
     for split, name in (("train", "train"), ("val", "valid")):
         pool = splits[split]
         for k in range(len(pool)):
-            a, b = pool[k], pool[(k + 1) % len(pool)]
-            sent, label = _nlvr2_statement(scenes[a], scenes[b], rng)
+            a, b, c, d = (pool[(k + i) % len(pool)] for i in range(4))
+            sent, cls, claim = _nlvr2_statement(scenes[a], scenes[b], rng)
             texts.append(sent)
-            for j, (x, y) in enumerate(((a, b), (b, a))):
-                nlvr2[name].append({"identifier": f"{name}-{k}-0-{j}", "img0": x, "img1": y, "sent": sent,
-                                    "label": label, "uid": f"{name}-{k}"})
+            # NLVR2's identifiers: split-set-pair-sentence; one sentence is shown with several image
+            # pairs (here 3, each labelled by its own count), which the consistency metric groups
+            for j, (x, y) in enumerate(((a, b), (b, a), (c, d))):
+                label = int(sum(o["cls"] == cls for o in scenes[x] + scenes[y]) == claim)
+                nlvr2[name].append({"identifier": f"{name}-{k}-{j}-0", "img0": x, "img1": y, "sent": sent,
+                                    "label": label, "uid": f"{name}-{k}-{j}"})
     for split, rows in nlvr2.items():
         _dump(out / "nlvr2" / f"{split}.json", rows)
 

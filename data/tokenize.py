@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 MAX_TOKENS = 20
@@ -21,7 +22,14 @@ def load_tokenizer(name_or_path: str | Path):
         if (path / "vocab.txt").exists():
             return _from_vocab(path / "vocab.txt")
         raise FileNotFoundError(f"{path}: no vocab.txt or tokenizer files")
-    return AutoTokenizer.from_pretrained(str(name_or_path))
+    name = str(name_or_path)
+    if not re.fullmatch(r"[\w-][\w.-]*(/[\w.-]+)?", name) or name.endswith((".txt", ".json")):
+        raise FileNotFoundError(f"{name}: no such tokenizer file or directory")  # a path, not a hub id
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except OSError as exc:  # offline, unknown id: one clear line
+        raise FileNotFoundError(f"{name}: not a local tokenizer, and the Hugging Face hub did not provide it "
+                                f"({type(exc).__name__})") from None
 
 
 def _from_vocab(vocab: Path):

@@ -15,7 +15,7 @@ from data.objectives import ObjectiveConfig
 
 @dataclass
 class ModelSection:
-    preset: str = "tiny"
+    preset: str = "base"  # the paper's configuration; "tiny" for tests and the synthetic world
     #: LxmertConfig fields over the preset, e.g. {"vocab_size": 400, "loss_weights": {"qa": 0.5}}.
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a checkpoint to start from (ours, Hugging Face or original)
@@ -151,6 +151,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     config = _build(RunConfig, _read(path, overrides), "")
     validate(config)
     return config
+
+
+def require(config, fields: tuple[str, ...]) -> None:
+    """Settings a job cannot start without: an unset one is named, before any heavy start-up."""
+    for dotted in fields:
+        value = config
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if value in (None, "", []):
+            raise ValueError(f"{dotted} is not set (give --config FILE or {dotted}=...)")
 
 
 def validate(config: RunConfig) -> None:

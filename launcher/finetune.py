@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from launcher import checkpoint as ckpt
-from launcher.config import FinetuneConfig, load_finetune_config, preset_config
+from launcher.config import FinetuneConfig, load_finetune_config, preset_config, require
 from launcher.engine import init_distributed
 from launcher.loop import Job, loader, train
 from launcher.processes import beat, run_job
@@ -104,8 +104,7 @@ def build_model(ft: FinetuneConfig, data: TaskData, eval_only: bool):
     """(model, config, report): from scratch, or the encoder (and mapped answer rows) of a checkpoint;
     with ``eval_only`` the whole fine-tuned model, heads included."""
     from model import LxmertConfig, LxmertForNLVR2, LxmertForQuestionAnswering
-    from model.pretrained import read_native_state
-    from model.weights import infer_dims
+    from model.pretrained import bare_file_config, read_native_state
 
     cls = LxmertForNLVR2 if ft.task == "nlvr2" else LxmertForQuestionAnswering
     sizes = {"vocab_size": len(data.tokenizer), "visual_feat_dim": data.store.feature_dim}
@@ -120,7 +119,8 @@ def build_model(ft: FinetuneConfig, data: TaskData, eval_only: bool):
         return cls(config), config, f"{ft.task}: from scratch ({ft.model.preset} preset)"
 
     state, file_config, unknown = read_native_state(source)
-    base = file_config or LxmertConfig.from_preset(ft.model.preset, **infer_dims(state))
+    # a bare file (the original *_LXRT.pth): the paper's configuration with its sizes, not model.preset
+    base = file_config or bare_file_config(state, str(source), "base", overrides)
     where = {"vocab_size": "the tokenizer", "visual_feat_dim": "the feature store"}
     for name, what in where.items():
         if getattr(base, name) != sizes[name]:
@@ -243,6 +243,7 @@ def finish(model, data: TaskData, ft: FinetuneConfig, rank: int, world: int, dev
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ft = load_finetune_config(args.config, args.overrides, args.task)  # a bad config fails fast on every rank
+    require(ft, ("data.store",))
     if args.eval_only and not ft.data.valid and not ft.data.test:
         raise ValueError("--eval-only: data.valid and data.test are empty: nothing to evaluate")
     if not args.eval_only and not ft.data.train:

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from launcher import checkpoint as ckpt
-from launcher.config import RunConfig, load_config, preset_config
+from launcher.config import RunConfig, load_config, preset_config, require
 from launcher.engine import init_distributed
 from launcher.loop import Job, Meter, loader, train
 from launcher.processes import beat, run_job
@@ -67,9 +67,19 @@ def build_data(run: RunConfig, rank: int, world: int):
 
 
 def model_config(run: RunConfig, store, answers, tokenizer):
-    """The preset with the data's sizes (vocabulary, feature size, answers) unless set explicitly."""
+    """The preset with the data's sizes (vocabulary, feature size, answers) unless set explicitly;
+    the object and attribute heads at least as large as the store's detector labels need."""
     sizes = {"vocab_size": len(tokenizer), "visual_feat_dim": store.feature_dim, "num_qa_labels": len(answers)}
-    return preset_config(run.model.preset, run.model.overrides, sizes)
+    config = preset_config(run.model.preset, run.model.overrides, sizes)
+    for name, field in (("objects", "num_object_labels"), ("attributes", "num_attr_labels")):
+        need = (store.label_ids or {}).get(name, 0)
+        if getattr(config, field) >= need:
+            continue
+        if field in run.model.overrides:
+            raise ValueError(f"model.overrides.{field}={getattr(config, field)}, but the feature store {store.path} "
+                             f"holds {name} ids up to {need - 1}: give at least {need}")
+        setattr(config, field, need)
+    return config
 
 
 OBJECTIVE_NAMES = ("mlm", "matched", "obj", "attr", "feat", "qa")
@@ -104,7 +114,8 @@ def validate(engine, batches, run: RunConfig) -> dict[str, float]:
     values = {k.replace("loss/", "valid/"): v for k, v in meter.read().items() if k.startswith("loss/")}
     correct = correct.to(engine.device)
     dist.all_reduce(correct)
-    values["valid/qa_accuracy"] = (correct[0] / correct[1].clamp(min=1)).item()
+    if correct[1] > 0:  # absent, not 0, when no validation example has an answer (a captions-only corpus)
+        values["valid/qa_accuracy"] = (correct[0] / correct[1]).item()
     engine.train()
     return values
 
@@ -112,6 +123,7 @@ def validate(engine, batches, run: RunConfig) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run = load_config(args.config, args.overrides)  # before any heavy work: a bad config fails fast on every rank
+    require(run, ("data.store", "data.train", "data.answers"))
     rank, world = init_distributed()
     ckpt.resolve_resume(Path(run.run_dir) / "checkpoints", args.resume)  # a bad --resume fails before the data
     store, answers, tokenizer, train_set, valid_set, sampler = build_data(run, rank, world)

@@ -69,14 +69,14 @@ class LxmertPreTrainedModel(nn.Module):
         directory/file of ours.
 
         The configuration comes from ``config`` if given, else from the directory's
-        ``config.json``, else from ``preset`` with the sizes read off the weights.
+        ``config.json``, else (a bare file) from :func:`bare_file_config`.
         Missing or unexpected keys raise ``ValueError`` listing them; with ``skip_heads``
         head weights that are absent, unknown or of another shape are left freshly
         initialised or ignored (reported in the loading info) — the encoder is always strict.
         """
         state, file_config, unknown = read_native_state(path)
         if config is None:
-            config = file_config or LxmertConfig.from_preset(preset, **W.infer_dims(state))
+            config = file_config or bare_file_config(state, str(path), preset, config_overrides)
         if config_overrides:
             config = LxmertConfig.from_dict({**config.to_dict(), **config_overrides})
         model = cls(config)
@@ -170,6 +170,22 @@ def read_native_state(path: str | os.PathLike) -> tuple[dict[str, Tensor], Lxmer
     state = W.strip_prefix(state)
     state, unknown = W.to_native(state, W.detect_layout(state))
     return state, file_config, unknown
+
+
+def bare_file_config(state: dict[str, Tensor], source: str, preset: str = "base", given: dict | None = None
+                     ) -> LxmertConfig:
+    """The configuration of a weights file without ``config.json`` (an original ``*_LXRT.pth``):
+    the sizes read off its weights, the rest from ``preset`` (the paper's by default) and ``given``.
+    The number of attention heads cannot be read off the weights (no shape depends on it): it is
+    the preset's only when the widths agree, else it must be given; else the file is refused."""
+    given = dict(given or {})
+    dims = W.infer_dims(state)
+    preset_width = LxmertConfig.from_preset(preset).hidden_size
+    if "num_attention_heads" not in given and dims.get("hidden_size", preset_width) != preset_width:
+        raise ValueError(f"{source}: no config.json, and its width {dims['hidden_size']} is not the {preset} preset's "
+                         f"{preset_width}, so its number of attention heads is unknown (no weight's shape depends on "
+                         f"it): give it (model.overrides.num_attention_heads=N), or a config.json")
+    return LxmertConfig.from_preset(preset, **{**given, **dims})
 
 
 def atomic_write(path: Path, write) -> None:

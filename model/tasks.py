@@ -92,14 +92,17 @@ class LxmertForNLVR2(LxmertPreTrainedModel):
 
 @torch.no_grad()
 def transfer_answer_rows(model: LxmertForQuestionAnswering, weight: Tensor, bias: Tensor, rows: dict[int, int]) -> None:
-    """Copy rows of another answer head's last Linear (``weight`` (N, 2H), ``bias`` (N,)) into this
-    model's: ``rows`` maps this model's label id to the source row. Other rows keep their values."""
+    """Fill this model's answer-head last Linear from another's (``weight`` (N, 2H), ``bias`` (N,)):
+    ``rows`` maps this model's label id to the source row; a label absent from ``rows`` starts with
+    zero weight and bias, as the original release's ``load_lxmert_qa`` does."""
     out = model.answer_head.out
     if weight.shape[1:] != out.weight.shape[1:]:
         raise ValueError(f"answer head rows of size {weight.shape[1]} cannot fill rows of size {out.weight.shape[1]}")
-    if not rows:
-        return
-    dst = torch.tensor(list(rows.keys()))
-    src = torch.tensor(list(rows.values()))
-    out.weight[dst] = weight[src].to(out.weight.dtype)
-    out.bias[dst] = bias[src].to(out.bias.dtype)
+    with torch.no_grad():
+        out.weight.zero_()
+        out.bias.zero_()
+        if rows:
+            dst = torch.tensor(list(rows.keys()))
+            src = torch.tensor(list(rows.values()))
+            out.weight[dst] = weight[src].to(out.weight.dtype)
+            out.bias[dst] = bias[src].to(out.bias.dtype)

@@ -25,17 +25,24 @@ def test_gqa_accuracy_is_exact_match():
     assert scores("gqa", {"a": "dog", "b": "right", "c": "no"}, rows) == {"accuracy": pytest.approx(2 / 3)}
 
 
-def test_nlvr2_accuracy_and_consistency_groups():
-    # sentence dev-1-0: 3 pairs, all right; dev-1-1 (same set, another sentence): 1 pair, wrong;
-    # dev-2-0: 2 pairs, one wrong; dev-3-1: 1 pair, right
-    rows = [{"identifier": f"dev-1-0-{j}", "label": j % 2} for j in range(3)]
-    rows += [{"identifier": "dev-1-1-0", "label": 1}, {"identifier": "dev-2-0-0", "label": 1},
-             {"identifier": "dev-2-0-1", "label": 0}, {"identifier": "dev-3-1-0", "label": 1}]
-    preds = {"dev-1-0-0": 0, "dev-1-0-1": 1, "dev-1-0-2": 0, "dev-1-1-0": 0, "dev-2-0-0": 1, "dev-2-0-1": 1,
-             "dev-3-1-0": 1}
+def test_nlvr2_consistency_groups_a_sentence_across_its_image_pairs():
+    """The official grouping (nlvr2/eval/metrics.py): identifiers are split-set-pair-sentence, and the
+    examples of one sentence are those equal but for the pair field. By hand:
+    sentence dev-850-?-0: pairs 0, 1, 2, all right        -> consistent
+    sentence dev-850-?-1: pair 0, wrong                   -> not
+    sentence dev-851-?-0: pair 0 right, pair 1 wrong      -> not
+    sentence dev-852-?-2: pair 3, right                   -> consistent
+    accuracy 5/7, consistency 2/4 (grouping by the first three fields instead would give 4/6)."""
+    labels = {"dev-850-0-0": 1, "dev-850-1-0": 0, "dev-850-2-0": 1, "dev-850-0-1": 0, "dev-851-0-0": 1,
+              "dev-851-1-0": 1, "dev-852-3-2": 0}
+    preds = {"dev-850-0-0": 1, "dev-850-1-0": 0, "dev-850-2-0": 1, "dev-850-0-1": 1, "dev-851-0-0": 1,
+             "dev-851-1-0": 0, "dev-852-3-2": 0}
+    rows = [{"identifier": k, "label": v} for k, v in labels.items()]
     result = nlvr2_scores(preds, rows)
     assert result["accuracy"] == pytest.approx(5 / 7)
-    assert result["consistency"] == pytest.approx(2 / 4)  # grouping by set (dev-1) would give 1/3
+    assert result["consistency"] == pytest.approx(2 / 4)
+    with pytest.raises(ValueError, match="'dev-850-0': expected split-set-pair-sentence"):
+        nlvr2_scores({"dev-850-0": 1}, [{"identifier": "dev-850-0", "label": 1}])
 
 
 @pytest.mark.parametrize("task, preds", [
@@ -60,7 +67,7 @@ def test_submission_files_parse_back(tmp_path, task, preds):
         read_submission("nlvr2", tmp_path / "bad.csv")
 
 
-def test_answer_head_transfer_copies_exactly_the_mapped_rows():
+def test_answer_head_transfer_copies_the_mapped_rows_and_zeroes_the_rest():
     from model import LxmertConfig, LxmertForQuestionAnswering
     from model.tasks import transfer_answer_rows
 
@@ -72,15 +79,15 @@ def test_answer_head_transfer_copies_exactly_the_mapped_rows():
     torch.manual_seed(0)
     config = LxmertConfig.from_preset("tiny", num_qa_labels=len(labels))
     model = LxmertForQuestionAnswering(config)
-    before = model.answer_head.out.weight.detach().clone(), model.answer_head.out.bias.detach().clone()
+    assert model.answer_head.out.weight.abs().sum() > 0  # freshly initialised: not zero before
     weight, bias = torch.randn(len(table), 2 * config.hidden_size), torch.randn(len(table))
     transfer_answer_rows(model, weight, bias, rows)
     after = model.answer_head.out.weight.detach(), model.answer_head.out.bias.detach()
     for label in range(len(labels)):
         if label in rows:
             assert torch.equal(after[0][label], weight[rows[label]]) and after[1][label] == bias[rows[label]]
-        else:
-            assert torch.equal(after[0][label], before[0][label]) and after[1][label] == before[1][label]
+        else:  # a label the pre-training table lacks: zero weight and bias (the original's load_lxmert_qa)
+            assert not after[0][label].any() and after[1][label] == 0
     with pytest.raises(ValueError, match="rows of size 5 cannot fill rows of size"):
         transfer_answer_rows(model, torch.zeros(6, 5), torch.zeros(6), rows)
 
@@ -100,3 +107,25 @@ def test_finetune_config_recipes_and_errors(tmp_path):
         load_finetune_config(None, ["data.train=[t]"], task="gqa")
     with pytest.raises(ValueError, match="unknown config field.*data.answers"):
         load_finetune_config(None, ["data.answers=x"], task="nlvr2")
+
+
+def test_synthetic_nlvr2_shows_each_sentence_with_several_image_pairs(tmp_path):
+    """The synthetic world follows NLVR2's identifiers, so that its consistency means something:
+    each sentence with 3 image pairs (one text, distinct pairs), labelled pair by pair."""
+    import json
+    from collections import defaultdict
+
+    from data.evaluation import sentence_of
+    from data.synth import write_world
+
+    write_world(tmp_path / "w", images=40, feat_dim=8, regions=10, progress=False)
+    for split in ("train", "valid"):
+        rows = json.loads((tmp_path / "w" / "nlvr2" / f"{split}.json").read_text())
+        groups = defaultdict(list)
+        for row in rows:
+            groups[sentence_of(row["identifier"])].append(row)
+        assert len(groups) == len(rows) // 3 and all(len(g) == 3 for g in groups.values())
+        for group in groups.values():
+            assert len({r["sent"] for r in group}) == 1 and len({(r["img0"], r["img1"]) for r in group}) == 3
+        mixed = sum(len({r["label"] for r in g}) == 2 for g in groups.values())
+        assert 0 < mixed < len(groups), mixed  # consistency differs from accuracy

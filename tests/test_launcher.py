@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -129,10 +130,28 @@ def _steps(run_dir: Path) -> int:
 def straight_run(world, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight") / "run"
     launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
-    return losses(run_dir)
+    return run_dir
 
 
 RESUME = ("train.max_steps=40", "checkpoint.every=6", "train.epochs=2")  # 32 steps per epoch: crosses an epoch
+
+
+def assert_resumed_exactly(relaunch: subprocess.CompletedProcess, run_dir: Path, straight: Path, last: int = 40) -> int:
+    """The relaunch really resumed (its log names the checkpoint and a step before the last) and
+    ended where the uninterrupted run did: the same loss at every step and bitwise the same final
+    weights (a relaunch that ignored the checkpoints and retrained from step 1 fails the first)."""
+    found = re.search(r"resumed from (\S+) at step (\d+)", relaunch.stdout)
+    assert found, relaunch.stdout[-2000:]
+    step = int(found[2])
+    assert 0 < step < last and found[1].endswith(f"step{step}"), found[0]
+    resumed, expected = losses(run_dir), losses(straight)
+    assert [resumed[s] for s in range(1, last + 1)] == [expected[s] for s in range(1, last + 1)]
+    weights = [torch.load(d / "checkpoints" / f"step{last}" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+               for d in (run_dir, straight)]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    return step
 
 
 def test_preemption_signal_checkpoints_and_resume_is_exact(world, tmp_path, straight_run):
@@ -145,10 +164,9 @@ def test_preemption_signal_checkpoints_and_resume_is_exact(world, tmp_path, stra
     output, _ = procs.wait(proc, timeout=300)
     assert proc.returncode == 0 and "stopped by signal at step" in output, output[-2000:]
     stopped = int(output.split("stopped by signal at step ")[1].split(";")[0])
-    assert 3 <= stopped < 40
-    launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
-    resumed = losses(run_dir)
-    assert [resumed[s] for s in range(1, 41)] == [straight_run[s] for s in range(1, 41)]
+    assert 3 <= stopped < 40 and "terminate called" not in output
+    relaunch = launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
+    assert assert_resumed_exactly(relaunch, run_dir, straight_run) == stopped
 
 
 def test_kill_9_then_resume_is_exact(world, tmp_path, straight_run):
@@ -160,9 +178,8 @@ def test_kill_9_then_resume_is_exact(world, tmp_path, straight_run):
     proc.kill()
     procs.wait(proc)  # returns once no process of the job holds its output: none is left behind
     assert procs.ended(job, timeout=30) == []
-    launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
-    resumed = losses(run_dir)
-    assert [resumed[s] for s in range(1, 41)] == [straight_run[s] for s in range(1, 41)]
+    relaunch = launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
+    assert assert_resumed_exactly(relaunch, run_dir, straight_run) >= 12
 
 
 def test_kill_during_checkpoint_writing_keeps_the_previous_checkpoint(world, tmp_path, straight_run):
@@ -180,9 +197,8 @@ def test_kill_during_checkpoint_writing_keeps_the_previous_checkpoint(world, tmp
     assert any(tag.glob("*.pt")) and not (tag / "COMPLETE").exists(), "the kill should land inside the write"
     assert complete_tags(run_dir / "checkpoints") == ["step6"]
     assert resolve_resume(run_dir / "checkpoints", "auto") == "step6"
-    launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
-    resumed = losses(run_dir)
-    assert [resumed[s] for s in range(1, 41)] == [straight_run[s] for s in range(1, 41)]
+    relaunch = launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME), nproc=1)
+    assert assert_resumed_exactly(relaunch, run_dir, straight_run) == 6
 
 
 def test_kill_9_of_one_rank_then_resume_is_exact_at_two_ranks(world, tmp_path):
@@ -206,9 +222,8 @@ def test_kill_9_of_one_rank_then_resume_is_exact_at_two_ranks(world, tmp_path):
     assert proc.returncode != 0  # the launcher notices the lost rank and stops the job
     assert procs.ended(job, timeout=30) == []  # rank 1's loader workers and fork server too
     assert _steps(run_dir) < 40
-    launch("deepspeed", run_args(world, run_dir, "zero2_fp32.json", *RESUME))
-    resumed, expected = losses(run_dir), losses(straight)
-    assert [resumed[s] for s in range(1, 41)] == [expected[s] for s in range(1, 41)]
+    relaunch = launch("deepspeed", run_args(world, run_dir, "zero2_fp32.json", *RESUME))
+    assert assert_resumed_exactly(relaunch, run_dir, straight) >= 12
 
 
 def test_throughput_clock_leaves_out_validation_and_checkpoints():
@@ -313,10 +328,22 @@ def test_starting_afresh_over_an_earlier_run_is_refused(tmp_path):
 def test_bad_inputs_fail_before_heavy_work(world, tmp_path):
     for extra, message in ((["data.store=/nonexistent/store"], "/nonexistent/store: no such feature store"),
                            (["deepspeed=/nonexistent.json"], "/nonexistent.json: unreadable DeepSpeed config"),
-                           (["train.global_batch_size=20"], "is not a multiple of train.micro_batch_size=8")):
+                           (["train.global_batch_size=20"], "is not a multiple of train.micro_batch_size=8"),
+                           (["data.tokenizer=/nonexistent/vocab.txt"], "/nonexistent/vocab.txt: no such tokenizer file"),
+                           (["data.answers="], "data.answers is not set (give --config FILE or data.answers=...)")):
         out = procs.run([sys.executable, ROOT / "launcher" / "pretrain.py",
                          *run_args(world, tmp_path / "run", "zero2_fp32.json", *extra)], ok=False, timeout=300)
-        assert out.returncode != 0 and message in out.stderr, out.stderr[-2000:]
+        assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+        assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    out = procs.run([sys.executable, "-m", "launcher.cli", "pretrain"], ok=False, timeout=300)  # no configuration
+    assert out.returncode == 2 and "data.store is not set (give --config FILE or data.store=...)" in out.stderr
+
+
+def test_a_metric_without_examples_is_absent(world, tmp_path):
+    """Validation on captions only (data.sources=[mscoco]): the QA accuracy is not logged (not 0)."""
+    launch("python", run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=2", "data.sources=[mscoco]"))
+    tags = scalars(tmp_path / "run")
+    assert "valid/mlm" in tags and "valid/qa_accuracy" not in tags
 
 
 def tb_scalar(run_dir: Path, tag: str) -> dict[int, float]:
@@ -431,3 +458,37 @@ def test_resume_at_one_rank_from_a_two_rank_checkpoint(world, tmp_path):
     assert sorted(one_rank) == [5, 6, 7, 8]
     for step in (5, 6, 7, 8):  # same weights, same examples, no dropout: per-rank means vs one mean only
         assert one_rank[step] == pytest.approx(two_rank[step], rel=2e-2), step
+
+
+def test_the_object_and_attribute_heads_fit_the_stores_labels(world, tmp_path):
+    """A store with the detector's real label ids (objects up to 1256, attributes up to 399)
+    pre-trains with the tiny preset (40 and 16 labels): the heads take the store's counts from its
+    manifest; an override too small for them stops before training with both numbers."""
+    import dataclasses
+
+    import yaml
+
+    from data.features import read_tsv, tsv_line
+    from data.store import build_store
+
+    w = world / "world"
+    lines = []
+    for path in (w / "features" / "train.tsv", w / "features" / "val.tsv"):
+        for _, rec in read_tsv(path):
+            if not lines:  # the first image: a box of object 1256 with attribute 399
+                objects, attrs = rec.objects_id.copy(), rec.attrs_id.copy()
+                objects[0], attrs[0] = 1256, 399
+                rec = dataclasses.replace(rec, objects_id=objects, attrs_id=attrs)
+            lines.append(tsv_line(rec))
+    (tmp_path / "real.tsv").write_text("".join(lines))
+    manifest = build_store(tmp_path / "store", [tmp_path / "real.tsv"], progress=False)
+    assert manifest["label_ids"] == {"objects": 1257, "attributes": 400}
+    store = f"data.store={tmp_path / 'store'}"
+    launch("python", run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=2", store))
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["resolved"]["model"]
+    assert (resolved["num_object_labels"], resolved["num_attr_labels"]) == (1257, 400)
+    out = procs.run([sys.executable, ROOT / "launcher" / "pretrain.py",
+                     *run_args(world, tmp_path / "small", "zero2_fp32.json", store, "model.overrides.num_object_labels=40")],
+                    ok=False)
+    assert out.returncode == 2 and "model.overrides.num_object_labels=40, but the feature store" in out.stderr
+    assert "holds objects ids up to 1256: give at least 1257" in out.stderr

@@ -114,6 +114,9 @@ BAD_CASES = {
     "non-integer size": (lambda line: _corrupt(line, 1, "480.5"), "must be integers"),
     "nan feature": (lambda line: _corrupt(line, 9, _b64f(np.full((36, 64), np.nan))), "features contain NaN or Inf"),
     "inf box": (lambda line: _corrupt(line, 8, _b64f(np.full((36, 4), np.inf))), "boxes contain NaN or Inf"),
+    "box outside": (lambda line: _corrupt(line, 8, _b64f(np.tile([10.0, 10.0, 641.0, 100.0], (36, 1)))),
+                    "36 boxes outside the 640x480 image (beyond the original's tolerance of 1e-05 of its size), "
+                    "e.g. box 0: [10.0, 10.0, 641.0, 100.0]"),
     "other dim": (lambda line: _corrupt(line, 9, _b64f(np.zeros((36, 32)))), "feature dim 32 differs from the store's 64"),
     "too few regions": (None, "5 regions, expected 10 to 100"),
     "duplicate": (None, "duplicate img_id"),

@@ -98,7 +98,9 @@ def test_original_layout_without_config_reads_sizes_from_weights(tmp_path):
     hf = hf_model(**{**TINY_HF, "num_attention_heads": 12, "hidden_size": 48})
     path = tmp_path / "model_LXRT.pth"
     torch.save({k[len("module."):]: v for k, v in original_state_dict(hf).items()}, path)  # no module. prefix
-    ours = LxmertForPretraining.from_pretrained(path)  # base preset + sizes from the tensors
+    with pytest.raises(ValueError, match="width 48 is not the base preset's 768.*num_attention_heads"):
+        LxmertForPretraining.from_pretrained(path)  # no shape tells the heads, and this is not the paper's width
+    ours = LxmertForPretraining.from_pretrained(path, num_attention_heads=12)  # base preset + sizes from the tensors
     assert (ours.config.hidden_size, ours.config.l_layers, ours.config.x_layers, ours.config.num_qa_labels) == (48, 2, 2, 11)
     assert ours.config.visual_loss_normalizer == pytest.approx(1 / 0.15)  # the paper preset's, not HF's 6.67
     twin = ours_from_hf(hf)
