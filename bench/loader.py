@@ -41,19 +41,23 @@ def collate_anchor(examples: list[dict]):
     return batch
 
 
-def anchor_dataset(dataset):
+from data.pretraining import PretrainingDataset  # noqa: E402
+
+
+class AnchorDataset(PretrainingDataset):
     """The previous example builder: every region of the other image gathered (and copied) for
-    the swap, of which 1.5% is used."""
-    from data.pretraining import PretrainingDataset
+    the swap, of which 1.5% is used. (At module level: loader workers come from the fork server and
+    unpickle it.)"""
 
-    class Anchor(PretrainingDataset):
-        @staticmethod
-        def _rows_of(other, pick):
-            full = other.tensor(None)[pick]
-            return lambda rows: full[rows]
+    @staticmethod
+    def _rows_of(other, pick):
+        full = other.tensor(None)[pick]
+        return lambda rows: full[rows]
 
+
+def anchor_dataset(dataset):
     anchor = copy.copy(dataset)
-    anchor.__class__ = Anchor
+    anchor.__class__ = AnchorDataset
     return anchor
 
 

@@ -1,7 +1,7 @@
 """Loaders started while other threads run - FOR TESTS ONLY (tests/test_processes.py).
 
     python tests/loader_stress.py passes N [LIB]   # N validation passes, each a fresh loader
-    python tests/loader_stress.py stuck            # a job whose loader worker never returns a batch
+    python tests/loader_stress.py stuck MARKER     # a job whose loader worker never returns a batch
 
 ``passes``: a lock held by another thread at the instant of a ``fork()`` stays held for ever in
 the child. Here a thread holds a lock that the dataset takes, nearly all the time, while a
@@ -40,7 +40,11 @@ class Locked(torch.utils.data.Dataset):
 
 
 class Stuck(Locked):
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
     def __getitem__(self, i: int) -> torch.Tensor:
+        Path(self.marker).touch()  # the test's cue: a worker is in here from now on
         time.sleep(3600)
 
 
@@ -70,12 +74,15 @@ def passes(n: int, lib: str | None) -> int:
     return 0
 
 
-def stuck() -> int:
+def stuck(marker: str) -> int:
     print("started", flush=True)
-    next(iter(loader(Stuck(), list(range(32)), RUN, 4, torch.utils.data.default_collate)))
+    next(iter(loader(Stuck(marker), list(range(32)), RUN, 4, torch.utils.data.default_collate)))
     return 0
 
 
 if __name__ == "__main__":
-    job = (lambda: passes(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)) if sys.argv[1] == "passes" else stuck
+    if sys.argv[1] == "passes":
+        job = lambda: passes(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)  # noqa: E731
+    else:
+        job = lambda: stuck(sys.argv[2])  # noqa: E731
     sys.exit(run_job(job, "loader_stress"))

@@ -31,14 +31,26 @@ def test_loader_workers_start_clean_while_other_threads_hold_locks(tmp_path):
     assert "pass 20 of 20" in out.stdout
 
 
-def test_a_timeout_prints_the_stack_of_every_process():
-    """The tests' own timeout: the job and its loader worker print where they are, then die."""
+def test_a_timeout_prints_the_stack_of_every_process(tmp_path):
+    """The tests' own timeout: the job and its loader worker print where they are, then die. (The
+    timeout fires once the worker is stuck: a fresh clone's first fork server takes a while.)"""
+    import time
+
+    marker = tmp_path / "stuck"
+    proc = procs.start([sys.executable, str(ROOT / "tests" / "loader_stress.py"), "stuck", str(marker)])
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    job = procs.tree(proc)  # the job, its fork server, its worker
+    assert len(job) >= 3, job
     with pytest.raises(AssertionError) as failure:
-        procs.run([sys.executable, ROOT / "tests" / "loader_stress.py", "stuck"], timeout=15)
+        procs.wait(proc, timeout=1)
     message = str(failure.value)
-    assert "timed out after 15 s" in message
+    assert "timed out after 1 s" in message
     assert 'loader_stress.py", line' in message and "in stuck" in message  # the job's main thread
     assert "in __getitem__" in message and "_worker_loop" in message  # its loader worker
+    assert procs.ended(job, timeout=10) == []  # and then they are gone
 
 
 @pytest.fixture(scope="module")
