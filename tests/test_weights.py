@@ -176,7 +176,8 @@ def test_nlvr2_model(tmp_path):
     feats = torch.randn(2, 2, 5, 24)
     pos = torch.rand(2, 2, 5, 4)
     out = nlvr2(b["input_ids"][:2], feats, pos, b["attention_mask"][:2], labels=torch.tensor([0, 1]))
-    assert out.logits.shape == (2, 2) and out.pooled_output.shape == (2, 64) and out.loss.item() > 0
+    assert out.logits.shape == (2, 2) and out.pooled_output.shape == (2, 64)
+    assert out.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 1])).item())
     # the pair's pooled outputs are each image's own pooled output, image 0 first
     with torch.no_grad():
         single = nlvr2.encoder(b["input_ids"][:1], feats[0, 1:2], pos[0, 1:2], b["attention_mask"][:1]).pooled_output
