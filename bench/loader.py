@@ -77,8 +77,14 @@ def samples_per_sec(dataset, collate, batch_size: int, workers: int, batches: in
     sampler = ResumableSampler(len(dataset), 0, 1, seed=0)
     loader = data_loader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                          prefetch_factor=4, drop_last=True, persistent_workers=True)
+    return steady_rate(loader, batches, warm_up=3)  # warm-up: workers started, prefetch queue filled
+
+
+def steady_rate(loader, batches: int, warm_up: int) -> float:
+    """Samples/s the process receives over ``batches`` batches after ``warm_up`` untimed ones (a new
+    epoch started when one ends)."""
     it = iter(loader)
-    for _ in range(3):  # warm-up: workers started, prefetch queue filled
+    for _ in range(warm_up):
         next(it)
     start, n = time.perf_counter(), 0
     for _ in range(batches):

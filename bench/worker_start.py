@@ -67,16 +67,9 @@ def measure(world: Path, start: str, workers: int, batch: int = 32, passes: int 
         else:  # now: the persistent loader's workers, reused
             next(iter(loader))
     per_pass = (time.perf_counter() - began) / passes
-    batches = iter(loader)
-    next(batches)
-    began, n = time.perf_counter(), 0
-    for _ in range(steady):
-        batch_ = next(batches, None)
-        if batch_ is None:
-            batches = iter(loader)
-            batch_ = next(batches)
-        n += len(batch_)
-    return {"cold": cold, "pass": per_pass, "steady": n / (time.perf_counter() - began)}
+    from loader import steady_rate  # bench/loader.py (this script's folder is on the path)
+
+    return {"cold": cold, "pass": per_pass, "steady": steady_rate(loader, steady, warm_up=1)}
 
 
 def main() -> None:
