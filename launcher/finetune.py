@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = ckpt.best_tag(ckpt_dir) or ckpt.complete_tags(ckpt_dir)[-1]  # no valid split: the last weights
     best_dir = run_dir / "best"
     failure = [None]
+    beat()  # the watch (log.hang_dump_seconds) times the consolidation from here
     if rank == 0:  # into best.partial, then renamed: RUN_DIR/best never mixes two models' files
         partial = run_dir / "best.partial"
         try:
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             failure = [f"{ckpt_dir / tag}: consolidation failed: {exc}"]
     dist.broadcast_object_list(failure, src=0)  # every rank stops with the error, none waits for ever
+    beat()
     if failure[0] is not None:
         raise ValueError(failure[0])
     best = type(net).from_pretrained(best_dir).to(device)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -86,12 +87,15 @@ OBJECTIVE_NAMES = ("mlm", "matched", "obj", "attr", "feat", "qa")
 
 
 def valid_loader(dataset, run: RunConfig, rank: int, world: int):
-    """The validation batches: the same ones at every pass, from workers started once (persistent)."""
+    """The validation batches: the same ones at every pass, from workers started once (persistent).
+    It holds exactly the ``log.valid_batches`` batches a pass reads, so that no prefetched batch is
+    left over (kept in memory, then drained) between passes."""
     from data.collate import collate_pretraining
     from data.sampler import ResumableSampler
 
     sampler = ResumableSampler(len(dataset), rank, world, seed=run.train.seed, shuffle=False)
-    return loader(dataset, sampler, run, run.train.micro_batch_size, collate_pretraining, persistent=True)
+    first = list(itertools.islice(sampler, run.log.valid_batches * run.train.micro_batch_size))
+    return loader(dataset, first, run, run.train.micro_batch_size, collate_pretraining, persistent=True)
 
 
 @torch.no_grad()

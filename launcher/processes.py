@@ -97,16 +97,18 @@ def beat() -> None:
         faulthandler.dump_traceback_later(_watch_seconds, repeat=True, file=sys.stderr)
 
 
-def release() -> None:
+def release(clean: bool = True) -> None:
     """Shut down what a job started, in order: loader workers, the watchdog, the process group.
     A C++ thread (gloo's) still running while the interpreter tears down aborts the process
-    ("terminate called without an active exception") after the job's work is done."""
+    ("terminate called without an active exception") after the job's work is done. After an
+    error (``clean`` false) an NCCL group is left alone: destroying it waits for the other ranks,
+    which may be waiting in a collective for this one, and the launcher must see this rank end."""
     for made in list(_loaders):
         close_loader(made)
     watch(0)
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if dist.is_available() and dist.is_initialized() and (clean or dist.get_backend() == "gloo"):
         dist.destroy_process_group()
 
 
@@ -115,11 +117,13 @@ def run_job(main: Callable[[], int], prog: str) -> int:
     configuration, file, checkpoint) is one line on stderr and exit status 2, not a traceback."""
     faulthandler.enable()  # a crash (SIGSEGV, SIGABRT) prints the Python stacks first
     faulthandler.register(DUMP_SIGNAL, all_threads=True, chain=False)
+    clean = False
     try:
         status = main()
+        clean = True
     except (ValueError, FileNotFoundError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         status = 2
     finally:
-        release()
+        release(clean)
     return status

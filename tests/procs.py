@@ -1,8 +1,9 @@
 """Running the jobs from tests: a timeout that shows where every process was stuck.
 
-On a timeout each process of the tree (launcher, ranks, loader workers, fork server) is sent
-SIGUSR2 (our jobs and their loader workers print every thread's stack on it: ``launcher.processes``),
-given a moment to print, then killed; the test fails with the output, stacks included.
+A job runs in its own process group. On a timeout each of its processes (launcher, ranks, loader
+workers, fork server) is sent SIGUSR2 (our jobs and their loader workers print every thread's
+stack on it: ``launcher.processes``), given a moment to print, then killed; the test fails with
+the output, stacks included.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def env(**extra: str) -> dict:
 def start(cmd: list[str], environ: dict | None = None, merge: bool = False) -> subprocess.Popen:
     """A job in the background (``merge``: stderr into stdout)."""
     return subprocess.Popen(cmd, cwd=ROOT, env=environ or env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT if merge else subprocess.PIPE, text=True)
+                            stderr=subprocess.STDOUT if merge else subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: no process of it escapes a kill
 
 
 def tree(proc: subprocess.Popen) -> list:
@@ -46,25 +48,26 @@ def ended(processes: list, timeout: float) -> list:
     import psutil
 
     _, alive = psutil.wait_procs(processes, timeout=timeout)
-    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    running = []
+    for p in alive:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                running.append(p)
+        except psutil.NoSuchProcess:  # ended meanwhile
+            pass
+    return running
 
 
 def dump_and_kill(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    """SIGUSR2 to every process of ``proc``'s tree (stacks to their stderr), then SIGKILL."""
-    import psutil
-
-    processes = tree(proc)
-    for p in reversed(processes):  # the deepest first: the launcher must not take its ranks down before they print
+    """SIGUSR2 to every process of ``proc``'s process group (stacks to their stderr; orphans whose
+    parent died are in it too), then SIGKILL."""
+    for sig in (signal.SIGUSR2, signal.SIGKILL):
         try:
-            p.send_signal(signal.SIGUSR2)
-        except psutil.NoSuchProcess:
-            pass
-    time.sleep(grace)
-    for p in processes:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        if sig == signal.SIGUSR2:
+            time.sleep(grace)
 
 
 def wait(proc: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[str, str]:
@@ -73,7 +76,7 @@ def wait(proc: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[str, str]:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         dump_and_kill(proc)
-        out, err = proc.communicate()
+        out, err = proc.communicate(timeout=60)
         raise AssertionError(f"{' '.join(map(str, proc.args))[:300]}\ntimed out after {timeout} s; the stacks of "
                              f"its processes:\n{(out or '')[-6000:]}\n{(err or '')[-20000:]}") from None
     return out, err or ""
