@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Container, Iterable
+from collections.abc import Container, Iterable, Sequence
 
 from .answers import AnswerTable
 
@@ -93,3 +93,131 @@ def load_corpus(paths: Iterable[str | Path], sources: Iterable[str] | None = Non
         raise ValueError(f"{report.missing_images} corpus images are not in the feature store, e.g. "
                          f"{', '.join(report.missing_examples)}")
     return items, report
+
+
+# --------------------------------------------------------------------------- pairs
+class ItemPairs:
+    """The pairs of a corpus read from JSON (:func:`load_corpus`): Python objects, tokenised when
+    read. Fine for small corpora; :class:`CorpusPairs` is the same over a built corpus."""
+
+    def __init__(self, items: list[Item], tokenizer) -> None:
+        self.items, self.tokenizer = items, tokenizer
+        self.image_ids: list[str] = sorted({it.img_id for it in items})
+        index = {img_id: k for k, img_id in enumerate(self.image_ids)}
+        self._images = [index[it.img_id] for it in items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def image(self, i: int) -> int:
+        """Pair ``i``'s image, as an index into ``image_ids`` (sorted)."""
+        return self._images[i]
+
+    def tokens(self, i: int, max_tokens: int) -> list[int]:
+        """``[CLS] sentence [SEP]``, truncated to ``max_tokens``."""
+        from .tokenize import encode
+
+        return encode(self.tokenizer, self.items[i].sent, max_tokens)
+
+    def answers(self, i: int) -> tuple[tuple[int, float], ...]:
+        return self.items[i].answers
+
+
+class _ImageNames(Sequence):
+    """The image ids of a corpus (all, or the sorted ``used`` subset), read from its map on access."""
+
+    def __init__(self, corpus, used) -> None:
+        self.corpus, self.used = corpus, used
+
+    def __len__(self) -> int:
+        return self.corpus.num_images if self.used is None else len(self.used)
+
+    def __getitem__(self, k: int) -> str:
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return self.corpus.image_name(k if self.used is None else int(self.used[k]))
+
+
+class CorpusPairs:
+    """The pairs of a built corpus (:mod:`data.tokenized`), optionally a selection of them (some
+    sources, or images present in the feature store), in the order :func:`load_corpus` reads them."""
+
+    def __init__(self, corpus, tokenizer, selection=None, used=None) -> None:
+        self.corpus, self.selection, self.used = corpus, selection, used
+        self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        self.image_ids = _ImageNames(corpus, used)
+
+    def __len__(self) -> int:
+        return len(self.corpus) if self.selection is None else len(self.selection)
+
+    def _pair(self, i: int) -> int:
+        return i if self.selection is None else int(self.selection[i])
+
+    def image(self, i: int) -> int:
+        import numpy as np
+
+        k = self.corpus.images_of(self._pair(i))[0]
+        return k if self.used is None else int(np.searchsorted(self.used, k))
+
+    def tokens(self, i: int, max_tokens: int) -> list[int]:
+        """``[CLS] pieces [SEP]``, the pieces cut to ``max_tokens - 2``: what
+        ``tokenizer(sentence, truncation=True, max_length=max_tokens)`` gives."""
+        return [self.cls, *self.corpus.pieces(self._pair(i))[: max(max_tokens - 2, 0)].tolist(), self.sep]
+
+    def answers(self, i: int) -> tuple[tuple[int, float], ...]:
+        return self.corpus.answers(self._pair(i))
+
+
+def open_pairs(paths: Iterable[str | Path], tokenizer, answers: AnswerTable, images=None,
+               sources: Iterable[str] | None = None, missing: str = "drop"):
+    """The pairs of a ``data.train``/``data.valid`` list: corpus JSON files (read into memory) or one
+    built corpus directory (mapped). Returns (pairs, report), filtered as :func:`load_corpus` does."""
+    import numpy as np
+
+    from .tokenized import TokenizedCorpus, corpus_paths
+
+    files, directory = corpus_paths(paths)
+    if directory is None:
+        items, report = load_corpus(files, sources, answers, images, missing)
+        return ItemPairs(items, tokenizer), report
+    if missing not in ("drop", "error"):
+        raise ValueError(f"missing must be 'drop' or 'error', got {missing!r}")
+    corpus = TokenizedCorpus(directory, "pretraining")
+    corpus.check(tokenizer, answers.answers)
+    a = corpus.a
+    keep = np.ones(len(a["run_images"]), bool)
+    if sources is not None:
+        unknown = sorted(set(sources) - set(corpus.sources))
+        if unknown:
+            raise ValueError(f"data.sources: {', '.join(unknown)} not in corpus {directory} (it has "
+                             f"{', '.join(corpus.sources)})")
+        keep &= np.isin(a["run_sources"], [corpus.sources.index(s) for s in sources])
+    lengths = np.diff(a["run_starts"]).astype(np.int64)
+    report = CorpusReport()
+    if images is not None:
+        present = np.fromiter((name in images for name in corpus.image_names()), bool, corpus.num_images)
+        if not present.all():
+            absent = np.flatnonzero(~present)
+            report.missing_images = len(absent)
+            report.missing_examples = tuple(corpus.image_name(int(k)) for k in absent[:5])
+            if missing == "error":
+                raise ValueError(f"{report.missing_images} corpus images are not in the feature store, e.g. "
+                                 f"{', '.join(report.missing_examples)}")
+            gone = keep & ~present[a["run_images"]]
+            report.dropped_items = int(lengths[gone].sum())
+            keep &= ~gone
+    selection = used = None
+    if not keep.all():
+        kept = np.flatnonzero(keep)
+        sizes, starts = lengths[kept], np.asarray(a["run_starts"][kept], np.int64)
+        total = int(sizes.sum())
+        # pairs of the kept runs, in order: each run's start repeated, plus the position within the run
+        firsts = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
+        selection = (firsts + np.arange(total)).astype(np.uint32 if len(corpus) <= np.iinfo(np.uint32).max else np.int64)
+        used = np.unique(a["run_images"][kept])
+        if len(used) == corpus.num_images:
+            used = None
+    pairs = CorpusPairs(corpus, tokenizer, selection, used)
+    report.answers_outside_table = corpus.manifest["answers_outside_table"]  # counted at the build, over every pair
+    report.items, report.images = len(pairs), len(pairs.image_ids)
+    return pairs, report

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .corpus import Item
+from .corpus import ItemPairs
 from .objectives import IGNORE, ObjectiveConfig, mask_regions, mask_tokens, sample_answer
-from .tokenize import MAX_TOKENS, encode
+from .tokenize import MAX_TOKENS
 
 
 def example_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -22,27 +22,31 @@ class PretrainingDataset(Dataset):
     """Indexed by ``(epoch, index)`` (as :class:`data.sampler.ResumableSampler` yields) or by
     ``index`` (epoch 0). Every random choice comes from the example's own generator."""
 
-    def __init__(self, items: list[Item], store, tokenizer, objectives: ObjectiveConfig | None = None,
+    def __init__(self, pairs, store, tokenizer, objectives: ObjectiveConfig | None = None,
                  seed: int = 0, max_tokens: int = MAX_TOKENS) -> None:
-        if not items:
+        """``pairs``: :class:`data.corpus.CorpusPairs` (a built corpus, mapped), :class:`data.corpus.ItemPairs`,
+        or a list of :class:`data.corpus.Item` (wrapped in ItemPairs)."""
+        if isinstance(pairs, list):
+            pairs = ItemPairs(pairs, tokenizer)
+        if not len(pairs):
             raise ValueError("the pre-training corpus is empty")
-        self.items, self.store, self.tokenizer = items, store, tokenizer
+        self.pairs, self.store, self.tokenizer = pairs, store, tokenizer
         self.objectives = objectives or ObjectiveConfig()
         self.seed, self.max_tokens = seed, max_tokens
-        self.images = sorted({it.img_id for it in items})
+        self.images = pairs.image_ids  # sorted
         self.special_ids = torch.tensor(sorted({tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}))
         self.mask_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
         if len(self.images) < 2 and self.objectives.matching:
             raise ValueError("matching needs sentences from at least two images")
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.pairs)
 
-    def _other_item(self, img_id: str, gen: torch.Generator) -> Item:
-        """A random item from a different image (resampled until the image differs)."""
+    def _other_pair(self, image: int, gen: torch.Generator) -> int:
+        """A random pair of a different image (resampled until the image differs)."""
         while True:
-            other = self.items[int(torch.randint(len(self.items), (1,), generator=gen))]
-            if other.img_id != img_id:
+            other = int(torch.randint(len(self.pairs), (1,), generator=gen))
+            if self.pairs.image(other) != image:
                 return other
 
     @staticmethod
@@ -55,20 +59,20 @@ class PretrainingDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         obj = self.objectives
         gen = example_generator(self.seed, epoch, index)
-        item = self.items[index]
+        pairs = self.pairs
+        image = pairs.image(index)
 
-        matched = 1
-        sent = item.sent
+        matched, sentence = 1, index
         if obj.matching and float(torch.rand((), generator=gen)) < obj.mismatch_probability:
-            sent, matched = self._other_item(item.img_id, gen).sent, 0
-        ids = torch.tensor(encode(self.tokenizer, sent, self.max_tokens))
+            sentence, matched = self._other_pair(image, gen), 0
+        ids = torch.tensor(pairs.tokens(sentence, self.max_tokens))
         if obj.mlm:
             special = torch.isin(ids, self.special_ids)
             inputs, labels = mask_tokens(ids, special, self.vocab_size, self.mask_id, gen, obj.mlm_probability)
         else:
             inputs, labels = ids, torch.full_like(ids, IGNORE)
 
-        rec = self.store[item.img_id]
+        rec = self.store[self.images[image]]
         feats = rec.tensor(None)
         boxes = torch.from_numpy(rec.normalized_boxes())
         n = feats.shape[0]
@@ -87,7 +91,7 @@ class PretrainingDataset(Dataset):
 
         ans = IGNORE
         if obj.qa and matched and epoch >= obj.qa_start_epoch:
-            ans = sample_answer(item.answers, gen)
+            ans = sample_answer(pairs.answers(index), gen)
         return {
             "input_ids": inputs, "labels": labels, "visual_feats": masked_feats, "visual_pos": boxes,
             "obj_ids": torch.from_numpy(rec.objects_id.astype("int64")), "obj_weights": obj_conf,

@@ -92,6 +92,36 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus(args: argparse.Namespace) -> int:
+    """Build, verify or describe a tokenised, memory-mapped pre-training corpus."""
+    from data import tokenized
+
+    if args.action == "build":
+        from data.answers import AnswerTable
+        from data.tokenize import load_tokenizer
+
+        answers = AnswerTable.from_file(args.answers, args.answer_dsets)
+        tokenizer = load_tokenizer(args.tokenizer)
+        m = tokenized.build_corpus(args.out, args.json, answers, tokenizer,
+                                   answers_path=args.answers, tokenizer_name=args.tokenizer, overwrite=args.overwrite,
+                                   progress=not args.quiet)
+        print(f"wrote {args.out}: {m['pairs']} pairs on {m['images']} images, {m['tokens']} word pieces, "
+              f"{m['answers']} answers ({', '.join(f'{k} {v}' for k, v in m['pairs_per_source'].items())}) in {m['seconds']} s")
+        if m["answers_outside_table"]:
+            print(f"{m['answers_outside_table']} answers outside the answer table ignored")
+    elif args.action == "verify":
+        m = tokenized.verify_corpus(args.corpus)
+        print(f"{args.corpus}: OK, {len(m['files'])} files match the manifest's checksums, {m['pairs']} pairs")
+    else:
+        m = tokenized.read_manifest(args.corpus)
+        size = sum(f.stat().st_size for f in Path(args.corpus).iterdir() if f.is_file())
+        print(f"{args.corpus}: {m['pairs']} pairs on {m['images']} images, {m['tokens']} word pieces, {m['answers']} "
+              f"answers; sources {', '.join(f'{k} {v}' for k, v in m['pairs_per_source'].items())}; tokenizer "
+              f"{m['tokenizer']['name']} ({m['tokenizer']['checksum'][:16]}), answer table {m['answer_table']['rows']} rows "
+              f"({m['answer_table']['checksum'][:16]}); {size / 2**20:.1f} MiB on disk")
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     """Write the synthetic world in the original file formats."""
     from data.synth import write_world
@@ -192,6 +222,32 @@ def build_parser() -> argparse.ArgumentParser:
     i = fsub.add_parser("info", help="print count, dims, dtype and size on disk")
     i.add_argument("store", type=Path)
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("corpus", help="build, verify or describe a tokenised, memory-mapped pre-training corpus",
+                       description="A pre-training corpus tokenised once into flat arrays that every rank and loader "
+                                   "worker maps read-only (data.train / data.valid: the corpus directory instead of "
+                                   "the JSON files). Start-up and memory do not grow with the corpus.")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = csub.add_parser("build", help="tokenise corpus JSON files into a corpus directory",
+                        description="Read the original corpus JSON files ([{img_id, sentf: {source: [sentence]}, "
+                                    "labelf: {source: [{answer: score}]}}]), tokenise every sentence and write OUT "
+                                    "(built under OUT.partial, renamed when complete). A run must use the same "
+                                    "tokenizer and answer table (data.answers, data.answer_dsets): the manifest's "
+                                    "checksums are compared before training.")
+    b.add_argument("--json", type=Path, action="append", required=True, help="a corpus JSON file (repeat for several)")
+    b.add_argument("--answers", type=Path, required=True, help="the answer table (all_ans.json)")
+    b.add_argument("--answer-dsets", nargs="+", default=None, metavar="DSET",
+                   help="restrict the answer table to these datasets (as data.answer_dsets)")
+    b.add_argument("--tokenizer", default="bert-base-uncased",
+                   help="a hub name, a vocab.txt or a tokenizer folder (as data.tokenizer; default bert-base-uncased)")
+    b.add_argument("--out", type=Path, required=True, help="the corpus directory to create")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    v = csub.add_parser("verify", help="check every file against the manifest's checksums and counts")
+    v.add_argument("corpus", type=Path)
+    i = csub.add_parser("info", help="print counts, sources, checksums and size on disk")
+    i.add_argument("corpus", type=Path)
+    p.set_defaults(func=cmd_corpus)
 
     # the jobs parse their own arguments (main() hands them over before this parser runs): listed for --help
     for name, help_text in (("pretrain", "pre-train in this process (launchers: see launcher/pretrain.py --help)"),

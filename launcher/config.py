@@ -24,7 +24,8 @@ class ModelSection:
 @dataclass
 class DataSection:
     store: str = ""
-    train: list[str] = field(default_factory=list)  # corpus JSON files
+    # corpus JSON files, or one corpus directory built from them by `lxmert corpus build` (mapped: for large corpora)
+    train: list[str] = field(default_factory=list)
     valid: list[str] = field(default_factory=list)
     answers: str = ""  # all_ans.json
     tokenizer: str = "bert-base-uncased"  # a hub name, a vocab.txt or a tokenizer folder

@@ -28,7 +28,25 @@ def init_distributed() -> tuple[int, int]:
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=not single, verbose=False)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    _unlink_shm_workspace(rank, world)
+    return rank, world
+
+
+def _unlink_shm_workspace(rank: int, world: int) -> None:
+    """DeepSpeed's CPU all-reduce (all ranks on one machine) gives each rank a 66 MB shared-memory
+    segment that its peers open by name, and never unlinks it: every job left its ranks' segments in
+    /dev/shm (RAM) for good. Once every rank has opened its peers' (after init, hence the barrier),
+    each unlinks its own name; the mappings live on until the process ends, however it ends."""
+    if world < 2 or os.environ.get("LOCAL_SIZE") != str(world):  # DeepSpeed only sets one up then
+        return
+    name = (f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{rank}")
+    torch.distributed.barrier()
+    try:
+        os.unlink(name)
+    except FileNotFoundError:
+        pass
 
 
 def _free_port() -> int:

@@ -42,27 +42,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_data(run: RunConfig, rank: int, world: int):
     from data.answers import AnswerTable
-    from data.corpus import load_corpus
+    from data.corpus import open_pairs
     from data.pretraining import PretrainingDataset
     from data.sampler import ResumableSampler
     from data.store import FeatureStore
     from data.tokenize import load_tokenizer
+    from data.tokenized import is_corpus
 
     d = run.data
     store = FeatureStore(d.store)
     for path in [*d.train, *d.valid, d.answers]:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such file (data section of the run configuration)")
+        if not Path(path).is_file() and not is_corpus(path):
+            raise FileNotFoundError(f"{path}: no such file or corpus directory (data section of the run configuration)")
     answers = AnswerTable.from_file(d.answers, d.answer_dsets)
     tokenizer = load_tokenizer(d.tokenizer)
-    train_items, report = load_corpus(d.train, d.sources, answers, store, d.missing_images)
+    train_pairs, report = open_pairs(d.train, tokenizer, answers, store, d.sources, d.missing_images)
     if rank == 0:
         print(f"pre-training corpus: {report}", flush=True)
-    train = PretrainingDataset(train_items, store, tokenizer, run.objectives, seed=run.train.seed)
+    train = PretrainingDataset(train_pairs, store, tokenizer, run.objectives, seed=run.train.seed)
     valid = None
     if d.valid:
-        valid_items, _ = load_corpus(d.valid, d.sources, answers, store, d.missing_images)
-        valid = PretrainingDataset(valid_items, store, tokenizer, run.objectives, seed=run.train.seed + 1)
+        valid_pairs, _ = open_pairs(d.valid, tokenizer, answers, store, d.sources, d.missing_images)
+        valid = PretrainingDataset(valid_pairs, store, tokenizer, run.objectives, seed=run.train.seed + 1)
     sampler = ResumableSampler(len(train), rank, world, seed=run.train.seed)
     return store, answers, tokenizer, train, valid, sampler
 

