@@ -160,9 +160,8 @@ class CorpusPairs:
         return k if self.used is None else int(np.searchsorted(self.used, k))
 
     def tokens(self, i: int, max_tokens: int) -> list[int]:
-        """``[CLS] pieces [SEP]``, the pieces cut to ``max_tokens - 2``: what
-        ``tokenizer(sentence, truncation=True, max_length=max_tokens)`` gives."""
-        return [self.cls, *self.corpus.pieces(self._pair(i))[: max(max_tokens - 2, 0)].tolist(), self.sep]
+        """``[CLS] sentence [SEP]``, truncated to ``max_tokens`` (as :class:`ItemPairs` gives)."""
+        return self.corpus.encoded(self._pair(i), self.cls, self.sep, max_tokens)
 
     def answers(self, i: int) -> tuple[tuple[int, float], ...]:
         return self.corpus.answers(self._pair(i))

@@ -39,8 +39,26 @@ def _check_rows(rows, path: Path, required: dict[str, type]) -> None:
                 raise ValueError(f"{path}: example {n} lacks {key!r} ({kind.__name__}); expected keys {sorted(required)}")
 
 
+def _open_corpus(paths, kind: str, store, tokenizer, table=None, what: str = ""):
+    """(JSON files, None) or ([], the built corpus of ``kind``, checked against the tokenizer, the
+    label vocabulary ``table`` and the store)."""
+    from .tokenized import TokenizedCorpus, corpus_paths
+
+    files, directory = corpus_paths(paths)
+    if directory is None:
+        return files, None
+    corpus = TokenizedCorpus(directory, kind)
+    corpus.check(tokenizer, table, what)
+    missing = corpus.missing_from(store)
+    if missing:
+        raise ValueError(f"{len(missing)} images of {directory} are not in the feature store {store.path}, e.g. "
+                         f"{', '.join(missing[:5])}")
+    return [], corpus
+
+
 class QADataset(Dataset):
-    """VQA or GQA examples: ``{"question_id", "img_id", "sent", "label": {answer: score}}``.
+    """VQA or GQA examples: ``{"question_id", "img_id", "sent", "label": {answer: score}}``, from the
+    JSON files or from one corpus built of them (``lxmert corpus build --qa``: mapped, not loaded).
 
     The target is a soft-score vector over the label vocabulary; answers outside it are
     counted in ``unknown_answers`` (and refused with ``strict=True``). Test splits carry no label.
@@ -48,9 +66,16 @@ class QADataset(Dataset):
 
     def __init__(self, paths: list[str | Path], store, tokenizer, ans2label: dict[str, int], strict: bool = False,
                  max_tokens: int = MAX_TOKENS) -> None:
-        self.rows: list[dict] = []
+        self.store, self.tokenizer, self.ans2label, self.max_tokens = store, tokenizer, ans2label, max_tokens
+        self.labels = sorted(ans2label, key=ans2label.get)
+        files, self.corpus = _open_corpus(paths, "qa", store, tokenizer, self.labels, "label vocabulary")
+        self._rows: list[dict] | None = None if self.corpus is not None else []
         self.unknown_answers = 0
-        for path in map(Path, paths):
+        if self.corpus is not None:
+            self.unknown_answers = self.corpus.manifest["answers_outside_table"]
+            if strict and self.unknown_answers:
+                raise ValueError(f"{self.corpus.path}: {self.corpus.outside_table()} (the label vocabulary)")
+        for path in map(Path, files):
             rows = _read_json(path, "QA file")
             _check_rows(rows, path, {"img_id": str, "sent": str})
             for row in rows:
@@ -62,26 +87,44 @@ class QADataset(Dataset):
                             raise ValueError(f"{path}: question {row['question_id']}: answer {ans!r} is not in the label "
                                              f"vocabulary")
                         self.unknown_answers += 1
-            self.rows += rows
-        missing = sorted({r["img_id"] for r in self.rows if r["img_id"] not in store})
-        if missing:
-            raise ValueError(f"{len(missing)} images of the QA files are not in the feature store {store.path}, e.g. "
-                             f"{', '.join(missing[:5])}")
-        self.store, self.tokenizer, self.ans2label, self.max_tokens = store, tokenizer, ans2label, max_tokens
+            self._rows += rows
+        if self.corpus is None:
+            missing = sorted({r["img_id"] for r in self._rows if r["img_id"] not in store})
+            if missing:
+                raise ValueError(f"{len(missing)} images of the QA files are not in the feature store {store.path}, e.g. "
+                                 f"{', '.join(missing[:5])}")
+
+    @property
+    def rows(self) -> list[dict]:
+        """The examples as the JSON has them (question_id, img_id, label; from a corpus: the labels in
+        the vocabulary, the only ones a prediction can score), for evaluation."""
+        if self._rows is None:
+            c = self.corpus
+            self._rows = [{"question_id": c.key(i), "img_id": c.image_name(c.images_of(i)[0]),
+                           "label": {self.labels[idx]: score for idx, score in c.answers(i)}} for i in range(len(c))]
+        return self._rows
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.corpus) if self.corpus is not None else len(self._rows)
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
-        row = self.rows[index[1] if isinstance(index, tuple) else index]  # (epoch, index) from ResumableSampler
-        rec = self.store[row["img_id"]]
+        i = index[1] if isinstance(index, tuple) else index  # (epoch, index) from ResumableSampler
         target = torch.zeros(len(self.ans2label))
-        for ans, score in row.get("label", {}).items():
-            if ans in self.ans2label:
-                target[self.ans2label[ans]] = score
-        return {"question_id": row["question_id"], "input_ids": torch.tensor(encode(self.tokenizer, row["sent"], self.max_tokens)),
-                "visual_feats": rec.tensor(None), "visual_pos": torch.from_numpy(rec.normalized_boxes()),
-                "target": target}
+        c = self.corpus
+        if c is not None:
+            qid, img_id = c.key(i), c.image_name(c.images_of(i)[0])
+            ids = c.encoded(i, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.max_tokens)
+            for idx, score in c.answers(i):
+                target[idx] = score
+        else:
+            row = self._rows[i]
+            qid, img_id, ids = row["question_id"], row["img_id"], encode(self.tokenizer, row["sent"], self.max_tokens)
+            for ans, score in row.get("label", {}).items():
+                if ans in self.ans2label:
+                    target[self.ans2label[ans]] = score
+        rec = self.store[img_id]
+        return {"question_id": qid, "input_ids": torch.tensor(ids), "visual_feats": rec.tensor(None),
+                "visual_pos": torch.from_numpy(rec.normalized_boxes()), "target": target}
 
 
 @dataclass
@@ -111,34 +154,57 @@ def collate_qa(examples: list[dict]) -> TaskBatch:
 
 
 class NLVR2Dataset(Dataset):
-    """``{"identifier", "img0", "img1", "sent", "label": 0|1}``: one sentence, two images."""
+    """``{"identifier", "img0", "img1", "sent", "label": 0|1}``: one sentence, two images; from the
+    JSON files or from one corpus built of them (``lxmert corpus build --nlvr2``)."""
 
     def __init__(self, paths: list[str | Path], store, tokenizer, max_tokens: int = MAX_TOKENS,
                  require_label: bool = False) -> None:
-        self.rows: list[dict] = []
-        for path in map(Path, paths):
+        self.store, self.tokenizer, self.max_tokens = store, tokenizer, max_tokens
+        files, self.corpus = _open_corpus(paths, "nlvr2", store, tokenizer)
+        self._rows: list[dict] | None = None if self.corpus is not None else []
+        if self.corpus is not None and require_label and self.corpus.manifest["answers"] != len(self.corpus):
+            raise ValueError(f"{self.corpus.path}: {len(self.corpus) - self.corpus.manifest['answers']} examples lack a "
+                             f"label (0 or 1)")
+        for path in map(Path, files):
             rows = _read_json(path, "NLVR2 file")
             _check_rows(rows, path, {"identifier": str, "img0": str, "img1": str, "sent": str})
             for row in rows:
                 label = row.get("label")
                 if (require_label or label is not None) and (isinstance(label, bool) or label not in (0, 1)):
                     raise ValueError(f"{path}: example {row['identifier']}: label must be 0 or 1, got {label!r}")
-            self.rows += rows
-        missing = sorted({r[k] for r in self.rows for k in ("img0", "img1") if r[k] not in store})
-        if missing:
-            raise ValueError(f"{len(missing)} images of the NLVR2 files are not in the feature store {store.path}, e.g. "
-                             f"{', '.join(missing[:5])}")
-        self.store, self.tokenizer, self.max_tokens = store, tokenizer, max_tokens
+            self._rows += rows
+        if self.corpus is None:
+            missing = sorted({r[k] for r in self._rows for k in ("img0", "img1") if r[k] not in store})
+            if missing:
+                raise ValueError(f"{len(missing)} images of the NLVR2 files are not in the feature store {store.path}, "
+                                 f"e.g. {', '.join(missing[:5])}")
+
+    @property
+    def rows(self) -> list[dict]:
+        """The examples' identifiers and labels (from a corpus: built on first use), for evaluation."""
+        if self._rows is None:
+            c = self.corpus
+            self._rows = [{"identifier": c.key(i), "label": next((idx for idx, _ in c.answers(i)), None)}
+                          for i in range(len(c))]
+        return self._rows
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.corpus) if self.corpus is not None else len(self._rows)
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
-        row = self.rows[index[1] if isinstance(index, tuple) else index]  # (epoch, index) from ResumableSampler
-        recs = [self.store[row["img0"]], self.store[row["img1"]]]
-        return {"identifier": row["identifier"], "input_ids": torch.tensor(encode(self.tokenizer, row["sent"], self.max_tokens)),
-                "visual_feats": [r.tensor(None) for r in recs],
-                "visual_pos": [torch.from_numpy(r.normalized_boxes()) for r in recs], "label": int(row.get("label", -100))}
+        i = index[1] if isinstance(index, tuple) else index  # (epoch, index) from ResumableSampler
+        c = self.corpus
+        if c is not None:
+            identifier, images = c.key(i), [c.image_name(k) for k in c.images_of(i)]
+            ids = c.encoded(i, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.max_tokens)
+            label = next((idx for idx, _ in c.answers(i)), -100)
+        else:
+            row = self._rows[i]
+            identifier, images = row["identifier"], [row["img0"], row["img1"]]
+            ids, label = encode(self.tokenizer, row["sent"], self.max_tokens), int(row.get("label", -100))
+        recs = [self.store[img] for img in images]
+        return {"identifier": identifier, "input_ids": torch.tensor(ids), "visual_feats": [r.tensor(None) for r in recs],
+                "visual_pos": [torch.from_numpy(r.normalized_boxes()) for r in recs], "label": label}
 
 
 def collate_nlvr2(examples: list[dict]) -> TaskBatch:

@@ -36,6 +36,8 @@ import time
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +139,7 @@ def _score(where: str, ans, score) -> float:
 
 def _pretraining_entries(path: Path, answers: AnswerTable) -> Iterator[_Entry]:
     """``[{"img_id", "sentf": {source: [sentence]}, "labelf": {source: [{answer: score}]}}]``."""
+    answer_id = lru_cache(maxsize=1 << 16)(answers.id)  # a few thousand answers, millions of times
     for n, row in enumerate(_rows(path, "corpus")):
         where = f"{path}: entry {n}"
         if not isinstance(row, dict) or not isinstance(row.get("img_id"), str) or not isinstance(row.get("sentf"), dict):
@@ -158,7 +161,7 @@ def _pretraining_entries(path: Path, answers: AnswerTable) -> Iterator[_Entry]:
                 for k, label in enumerate(labels):
                     if not isinstance(label, dict):
                         raise ValueError(f"{where}: labelf[{source!r}][{k}] must be {{answer: score}}")
-                    scored.append([(answers.id(a), _score(where, a, s), a) for a, s in label.items()])
+                    scored.append([(answer_id(a), _score(where, a, s), a) for a, s in label.items()])
             if sents:
                 yield _Entry(where, (img_id,), source, sents, scored)
 
@@ -235,13 +238,26 @@ def build_corpus(out: str | os.PathLike, paths: Sequence[str | os.PathLike], ans
     per_source: dict[str, int] = {}
     outside: list[str] = []
     outside_count = pairs = 0
+    # one batch of sentences at a time: their answers in plain lists, moved to the arrays at once
     pending: list[str] = []
+    pending_ids: list[int] = []
+    pending_codes: list[int] = []
+    pending_counts: list[int] = []
 
     def flush() -> None:
-        for ids in _pieces(tokenizer, pending):
-            tokens.extend(ids)
-            token_offsets.append(tokens.size)
-        pending.clear()
+        if not pending:
+            return
+        pieces = _pieces(tokenizer, pending)
+        lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
+        base = tokens.size
+        tokens.extend(np.fromiter(chain.from_iterable(pieces), tokens.data.dtype, int(lengths.sum())))
+        token_offsets.extend(base + np.cumsum(lengths))
+        base = answer_ids.size
+        answer_ids.extend(pending_ids)
+        answer_scores.extend(pending_codes)
+        answer_offsets.extend(base + np.cumsum(np.asarray(pending_counts, np.int64)))
+        for batch_list in (pending, pending_ids, pending_codes, pending_counts):
+            batch_list.clear()
 
     bar = tqdm(total=len(paths), unit="file", desc=f"building {out.name}", disable=not progress, file=sys.stderr,
                mininterval=0.5)
@@ -259,6 +275,7 @@ def build_corpus(out: str | os.PathLike, paths: Sequence[str | os.PathLike], ans
             per_source[entry.source] = per_source.get(entry.source, 0) + len(entry.sents)
             for k, sent in enumerate(entry.sents):
                 pending.append(sent)
+                count = 0
                 for idx, score, ans in entry.labels[k] if entry.labels is not None else ():
                     if idx is None:
                         outside_count += 1
@@ -268,9 +285,10 @@ def build_corpus(out: str | os.PathLike, paths: Sequence[str | os.PathLike], ans
                     code = scores.setdefault(score, len(scores))
                     if code > 255:
                         raise ValueError(f"{entry.where}: more than 256 distinct answer scores")
-                    answer_ids.append(idx)
-                    answer_scores.append(code)
-                answer_offsets.append(answer_ids.size)
+                    pending_ids.append(idx)
+                    pending_codes.append(code)
+                    count += 1
+                pending_counts.append(count)
                 if entry.keys is not None:
                     keys.append(json.dumps(entry.keys[k]).encode())
                 pairs += 1
@@ -441,6 +459,11 @@ class TokenizedCorpus:
         start, end = a["token_offsets"][i: i + 2]
         return a["tokens"][start:end]
 
+    def encoded(self, i: int, cls: int, sep: int, max_tokens: int) -> list[int]:
+        """``[CLS] pieces [SEP]``, the pieces cut to ``max_tokens - 2``: what
+        ``tokenizer(sentence, truncation=True, max_length=max_tokens)`` gives."""
+        return [cls, *self.pieces(i)[: max(max_tokens - 2, 0)].tolist(), sep]
+
     def answers(self, i: int) -> tuple[tuple[int, float], ...]:
         a = self.a
         start, end = a["answer_offsets"][i: i + 2]
@@ -469,6 +492,11 @@ class TokenizedCorpus:
     def missing_from(self, store) -> list[str]:
         """The corpus's images that ``store`` lacks."""
         return [name for name in self.image_names() if name not in store]
+
+    def outside_table(self) -> str:
+        """How many answers the build found outside the answer table, with examples (file, entry, answer)."""
+        m = self.manifest
+        return f"{m['answers_outside_table']} answers outside the table, e.g. {'; '.join(m['outside_examples'][:3])}"
 
     def __repr__(self) -> str:
         return f"TokenizedCorpus({str(self.path)!r}, {self.kind}, {len(self)} pairs on {self.num_images} images)"

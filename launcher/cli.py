@@ -97,28 +97,47 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     from data import tokenized
 
     if args.action == "build":
-        from data.answers import AnswerTable
         from data.tokenize import load_tokenizer
 
-        answers = AnswerTable.from_file(args.answers, args.answer_dsets)
-        tokenizer = load_tokenizer(args.tokenizer)
-        m = tokenized.build_corpus(args.out, args.json, answers, tokenizer,
-                                   answers_path=args.answers, tokenizer_name=args.tokenizer, overwrite=args.overwrite,
-                                   progress=not args.quiet)
-        print(f"wrote {args.out}: {m['pairs']} pairs on {m['images']} images, {m['tokens']} word pieces, "
-              f"{m['answers']} answers ({', '.join(f'{k} {v}' for k, v in m['pairs_per_source'].items())}) in {m['seconds']} s")
+        kinds = [k for k in ("json", "qa", "nlvr2") if getattr(args, k)]
+        if len(kinds) != 1:
+            raise ValueError("give the inputs of one kind: --json (pre-training corpus), --qa (VQA/GQA) or --nlvr2")
+        kind, paths = {"json": "pretraining", "qa": "qa", "nlvr2": "nlvr2"}[kinds[0]], getattr(args, kinds[0])
+        table, table_path = None, None
+        if kind == "pretraining":
+            from data.answers import AnswerTable
+
+            if args.answers is None:
+                raise ValueError("--json needs --answers (the answer table, all_ans.json)")
+            table, table_path = AnswerTable.from_file(args.answers, args.answer_dsets), args.answers
+        elif kind == "qa":
+            from data.tasks import load_label_vocab
+
+            if args.labels is None:
+                raise ValueError("--qa needs --labels (the label vocabulary, trainval_ans2label.json)")
+            table, table_path = load_label_vocab(args.labels), args.labels
+        m = tokenized.build_corpus(args.out, paths, table, load_tokenizer(args.tokenizer), answers_path=table_path,
+                                   tokenizer_name=args.tokenizer, overwrite=args.overwrite, progress=not args.quiet,
+                                   kind=kind)
+        print(f"wrote {args.out}: {m['pairs']} {'pairs' if kind == 'pretraining' else 'examples'} on {m['images']} "
+              f"images, {m['tokens']} word pieces, {m['answers']} answers"
+              + (f" ({', '.join(f'{k} {v}' for k, v in m['pairs_per_source'].items())})" if kind == "pretraining" else "")
+              + f" in {m['seconds']} s")
         if m["answers_outside_table"]:
-            print(f"{m['answers_outside_table']} answers outside the answer table ignored")
+            print(f"{m['answers_outside_table']} answers outside the {'answer table' if kind == 'pretraining' else 'label vocabulary'}"
+                  f" ignored, e.g. {'; '.join(m['outside_examples'][:3])}")
     elif args.action == "verify":
         m = tokenized.verify_corpus(args.corpus)
         print(f"{args.corpus}: OK, {len(m['files'])} files match the manifest's checksums, {m['pairs']} pairs")
     else:
         m = tokenized.read_manifest(args.corpus)
         size = sum(f.stat().st_size for f in Path(args.corpus).iterdir() if f.is_file())
-        print(f"{args.corpus}: {m['pairs']} pairs on {m['images']} images, {m['tokens']} word pieces, {m['answers']} "
-              f"answers; sources {', '.join(f'{k} {v}' for k, v in m['pairs_per_source'].items())}; tokenizer "
-              f"{m['tokenizer']['name']} ({m['tokenizer']['checksum'][:16]}), answer table {m['answer_table']['rows']} rows "
-              f"({m['answer_table']['checksum'][:16]}); {size / 2**20:.1f} MiB on disk")
+        table = m["answer_table"]
+        print(f"{args.corpus}: {m.get('kind', 'pretraining')}, {m['pairs']} pairs on {m['images']} images, {m['tokens']} "
+              f"word pieces, {m['answers']} answers; sources {', '.join(f'{k} {v}' for k, v in m['pairs_per_source'].items())}; "
+              f"tokenizer {m['tokenizer']['name']} ({m['tokenizer']['checksum'][:16]})"
+              + (f", answer table {table['rows']} rows ({table['checksum'][:16]})" if table else "")
+              + f"; {size / 2**20:.1f} MiB on disk")
     return 0
 
 
@@ -223,21 +242,26 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("store", type=Path)
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("corpus", help="build, verify or describe a tokenised, memory-mapped pre-training corpus",
-                       description="A pre-training corpus tokenised once into flat arrays that every rank and loader "
-                                   "worker maps read-only (data.train / data.valid: the corpus directory instead of "
-                                   "the JSON files). Start-up and memory do not grow with the corpus.")
+    p = sub.add_parser("corpus", help="build, verify or describe a tokenised, memory-mapped corpus",
+                       description="A corpus tokenised once into flat arrays that every rank and loader worker maps "
+                                   "read-only: give its directory as data.train / data.valid / data.test instead of the "
+                                   "JSON files. Start-up and memory do not grow with the corpus.")
     csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    b = csub.add_parser("build", help="tokenise corpus JSON files into a corpus directory",
-                        description="Read the original corpus JSON files ([{img_id, sentf: {source: [sentence]}, "
-                                    "labelf: {source: [{answer: score}]}}]), tokenise every sentence and write OUT "
-                                    "(built under OUT.partial, renamed when complete). A run must use the same "
-                                    "tokenizer and answer table (data.answers, data.answer_dsets): the manifest's "
+    b = csub.add_parser("build", help="tokenise JSON files into a corpus directory",
+                        description="Tokenise every sentence of the inputs and write OUT (built under OUT.partial, "
+                                    "renamed when complete). Inputs of one kind: --json, the pre-training corpus "
+                                    "([{img_id, sentf: {source: [sentence]}, labelf: {source: [{answer: score}]}}], "
+                                    "with --answers); --qa, VQA/GQA files ([{question_id, img_id, sent, label}], with "
+                                    "--labels); --nlvr2, NLVR2 files ([{identifier, img0, img1, sent, label}]). A run "
+                                    "must use the same tokenizer and answer table or label vocabulary: the manifest's "
                                     "checksums are compared before training.")
-    b.add_argument("--json", type=Path, action="append", required=True, help="a corpus JSON file (repeat for several)")
-    b.add_argument("--answers", type=Path, required=True, help="the answer table (all_ans.json)")
+    b.add_argument("--json", type=Path, action="append", help="a pre-training corpus JSON file (repeat for several)")
+    b.add_argument("--qa", type=Path, action="append", help="a VQA or GQA JSON file (repeatable)")
+    b.add_argument("--nlvr2", type=Path, action="append", help="an NLVR2 JSON file (repeatable)")
+    b.add_argument("--answers", type=Path, help="with --json: the answer table (all_ans.json; as data.answers)")
     b.add_argument("--answer-dsets", nargs="+", default=None, metavar="DSET",
-                   help="restrict the answer table to these datasets (as data.answer_dsets)")
+                   help="with --json: restrict the answer table to these datasets (as data.answer_dsets)")
+    b.add_argument("--labels", type=Path, help="with --qa: the label vocabulary (trainval_ans2label.json; as data.labels)")
     b.add_argument("--tokenizer", default="bert-base-uncased",
                    help="a hub name, a vocab.txt or a tokenizer folder (as data.tokenizer; default bert-base-uncased)")
     b.add_argument("--out", type=Path, required=True, help="the corpus directory to create")

@@ -74,9 +74,12 @@ def build_data(ft: FinetuneConfig, eval_only: bool) -> TaskData:
     from data.tokenize import load_tokenizer
 
     d = ft.data
+    from data.tokenized import is_corpus
+
     for path in [*d.train, *d.valid, *d.test, *([d.labels] if d.labels else [])]:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such file (data section of the fine-tuning configuration)")
+        if not Path(path).is_file() and not (path != d.labels and is_corpus(path)):
+            raise FileNotFoundError(f"{path}: no such file or corpus directory (data section of the fine-tuning "
+                                    f"configuration)")
     store = FeatureStore(d.store)
     source = init_path(ft)
     tokenizer_name = d.tokenizer

@@ -190,3 +190,66 @@ def test_start_up_does_not_grow_with_the_corpus(world, tmp_path):
     assert abs(sizes["mapped", 8] - sizes["mapped", 1]) < 64, sizes  # the manifest's counts have more digits
     assert sizes["json", 8] > 4 * sizes["json", 1], sizes
 
+
+
+@pytest.mark.parametrize("task", ["vqa", "gqa", "nlvr2"])
+def test_fine_tuning_examples_are_bitwise_the_json_paths(world, tmp_path, task):
+    """VQA, GQA and NLVR2 from a corpus built of their files (`lxmert corpus build --qa/--nlvr2`):
+    every example the same as from the JSON (question ids of either type, soft targets, both
+    images), and the benchmark's scores of one set of predictions the same from either's rows."""
+    from data.evaluation import scores
+    from data.tasks import NLVR2Dataset, QADataset, load_label_vocab
+
+    tok, store = load_tokenizer(world / "vocab.txt"), FeatureStore(world / "store")
+    train = world / task / "train.json"
+    rows = json.loads(train.read_text())
+    if task != "nlvr2":  # soft scores and an answer outside the vocabulary, as VQA's files have
+        rows[0]["label"] = {**rows[0]["label"], "not a label": 0.3}
+        for k, row in enumerate(rows[1:40]):
+            row["label"] = {ans: [0.3, 0.6, 0.9][k % 3] for ans in row["label"]}
+    rows = [r for r in rows if r.get("img0", r.get("img_id")) in store and r.get("img1", r.get("img_id")) in store]
+    (tmp_path / "in.json").write_text(json.dumps(rows))
+    out = tmp_path / "corpus"
+    if task == "nlvr2":
+        build_corpus(out, [tmp_path / "in.json"], None, tok, kind="nlvr2", progress=False)
+        a, b = (NLVR2Dataset([p], store, tok, require_label=True) for p in (tmp_path / "in.json", out))
+    else:
+        ans2label = load_label_vocab(world / task / "trainval_ans2label.json")
+        build_corpus(out, [tmp_path / "in.json"], ans2label, tok, kind="qa", progress=False)
+        a, b = (QADataset([p], store, tok, ans2label) for p in (tmp_path / "in.json", out))
+        assert a.unknown_answers == b.unknown_answers == 1
+        with pytest.raises(ValueError, match=r"1 answers outside the table, e\.g\. .*example 0 .*'not a label'"):
+            QADataset([out], store, tok, ans2label, strict=True)
+    assert len(a) == len(b) == len(rows) > 0
+    for i in range(len(a)):
+        x, y = a[(0, i)], b[(0, i)]
+        assert x.keys() == y.keys()
+        for k in x:
+            if k == "visual_feats" or k == "visual_pos":
+                xs, ys = (v if isinstance(v, list) else [v] for v in (x[k], y[k]))
+                assert all(torch.equal(p, q) for p, q in zip(xs, ys)) and len(xs) == len(ys), (k, i)
+            elif isinstance(x[k], torch.Tensor):
+                assert x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]), (k, i)
+            else:
+                assert x[k] == y[k] and type(x[k]) is type(y[k]), (k, i)
+    g = torch.Generator().manual_seed(0)
+    if task == "nlvr2":
+        predictions = {r["identifier"]: int(torch.randint(2, (1,), generator=g)) for r in rows}
+    else:
+        answers = sorted({ans for r in rows for ans in r["label"] if ans in ans2label})
+        predictions = {r["question_id"]: answers[int(torch.randint(len(answers), (1,), generator=g))] for r in rows}
+    assert scores(task, predictions, a.rows) == scores(task, predictions, b.rows)
+    assert 0 < next(iter(scores(task, predictions, b.rows).values())) < 1
+
+
+def test_a_corpus_of_another_kind_or_label_vocabulary_is_refused(world, built, tmp_path):
+    from data.tasks import QADataset, load_label_vocab
+
+    tok, store = load_tokenizer(world / "vocab.txt"), FeatureStore(world / "store")
+    ans2label = load_label_vocab(world / "vqa" / "trainval_ans2label.json")
+    with pytest.raises(ValueError, match=r"a pretraining corpus, where qa data is expected .*--qa"):
+        QADataset([built[0]], store, tok, ans2label)
+    build_corpus(tmp_path / "qa", [world / "vqa" / "train.json"], ans2label, tok, kind="qa", progress=False)
+    fewer = dict(list(ans2label.items())[:-1])
+    with pytest.raises(ValueError, match=r"label vocabulary .* checksum .* this run's label vocabulary"):
+        QADataset([tmp_path / "qa"], store, tok, fewer)

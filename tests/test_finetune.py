@@ -71,6 +71,17 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
     # seen when written: pre-trained 0.418, from scratch 0.208
     assert pre >= scratch + 0.10, f"pre-trained {pre:.4f} vs from scratch {scratch:.4f}"
 
+    # the same run from corpora built of the files (`lxmert corpus build --qa`): the same losses and accuracy
+    w = pretrained / "world"
+    for split in ("train", "minival"):
+        run([str(BIN / "lxmert"), "corpus", "build", "--qa", str(w / "vqa" / f"{split}.json"), "--labels",
+             str(w / "vqa" / "trainval_ans2label.json"), "--tokenizer", str(w / "vocab.txt"), "--out",
+             str(tmp_path / f"corpus_{split}"), "--quiet"])
+    finetune(*finetune_args(pretrained, "vqa", tmp_path / "mapped", f"data.train=[{tmp_path / 'corpus_train'}]",
+                            f"data.valid=[{tmp_path / 'corpus_minival'}]"))
+    assert results(tmp_path / "mapped")["valid"] == results(tmp_path / "pre")["valid"]
+    assert (tmp_path / "mapped" / "losses.txt").read_text() == (tmp_path / "pre" / "losses.txt").read_text()
+
     # the submission file holds the best model's predictions and scores as results.json says
     rows = json.loads((pretrained / "world" / "vqa" / "minival.json").read_text())
     predictions = read_submission("vqa", tmp_path / "pre" / "predictions" / "valid_predict.json")
