@@ -154,10 +154,8 @@ class CorpusPairs:
         return i if self.selection is None else int(self.selection[i])
 
     def image(self, i: int) -> int:
-        import numpy as np
-
         k = self.corpus.images_of(self._pair(i))[0]
-        return k if self.used is None else int(np.searchsorted(self.used, k))
+        return k if self.used is None else int(self.used.searchsorted(self.used.dtype.type(k)))
 
     def tokens(self, i: int, max_tokens: int) -> list[int]:
         """``[CLS] sentence [SEP]``, truncated to ``max_tokens`` (as :class:`ItemPairs` gives)."""
@@ -194,7 +192,9 @@ def open_pairs(paths: Iterable[str | Path], tokenizer, answers: AnswerTable, ima
     lengths = np.diff(a["run_starts"]).astype(np.int64)
     report = CorpusReport()
     if images is not None:
-        present = np.fromiter((name in images for name in corpus.image_names()), bool, corpus.num_images)
+        names = corpus.image_names()
+        absent = set(images.missing(names)) if hasattr(images, "missing") else {n for n in names if n not in images}
+        present = np.fromiter((name not in absent for name in names), bool, len(names))
         if not present.all():
             absent = np.flatnonzero(~present)
             report.missing_images = len(absent)

@@ -186,6 +186,11 @@ class FeatureStore:
     def __contains__(self, img_id: object) -> bool:
         return isinstance(img_id, str) and _open(self._key).get(img_id.encode()) is not None
 
+    def missing(self, img_ids) -> list[str]:
+        """The ids of ``img_ids`` not in the store (one lookup each, in one transaction)."""
+        get = _open(self._key).get
+        return [img_id for img_id in img_ids if get(img_id.encode()) is None]
+
     def __getitem__(self, img_id: str) -> RegionRecord:
         buf = _open(self._key).get(img_id.encode())
         if buf is None:

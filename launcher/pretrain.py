@@ -101,10 +101,12 @@ def valid_loader(dataset, run: RunConfig, rank: int, world: int):
 
 @torch.no_grad()
 def validate(engine, batches, run: RunConfig) -> dict[str, float]:
-    """The first ``log.valid_batches`` batches of each rank: the objectives' losses and QA accuracy."""
+    """The first ``log.valid_batches`` batches of each rank: the objectives' losses, the matching
+    accuracy on the held-out pairs (half of them mismatched) and the QA accuracy."""
     engine.eval()
     meter = Meter(engine.device, OBJECTIVE_NAMES)
-    correct = torch.zeros(2, dtype=torch.float64)
+    # right and counted: answered questions, then (image, sentence) pairs judged matched or not
+    counts = torch.zeros(4, dtype=torch.float64)
     for i, batch in enumerate(batches):
         if i >= run.log.valid_batches:
             break
@@ -113,14 +115,19 @@ def validate(engine, batches, run: RunConfig) -> dict[str, float]:
         meter.add(out, len(batch))
         has_answer = batch.ans != -100
         if out.question_answering_score is not None:
-            correct[0] += (out.question_answering_score.argmax(-1)[has_answer] == batch.ans[has_answer]).sum().item()
-        correct[1] += has_answer.sum().item()
+            counts[0] += (out.question_answering_score.argmax(-1)[has_answer] == batch.ans[has_answer]).sum().item()
+        counts[1] += has_answer.sum().item()
+        if run.objectives.matching and out.cross_relationship_score is not None:
+            counts[2] += (out.cross_relationship_score.argmax(-1) == batch.matched_label).sum().item()
+            counts[3] += len(batch)
         beat()
     values = {k.replace("loss/", "valid/"): v for k, v in meter.read().items() if k.startswith("loss/")}
-    correct = correct.to(engine.device)
-    dist.all_reduce(correct)
-    if correct[1] > 0:  # absent, not 0, when no validation example has an answer (a captions-only corpus)
-        values["valid/qa_accuracy"] = (correct[0] / correct[1]).item()
+    counts = counts.to(engine.device)
+    dist.all_reduce(counts)
+    if counts[3] > 0:
+        values["valid/matched_accuracy"] = (counts[2] / counts[3]).item()
+    if counts[1] > 0:  # absent, not 0, when no validation example has an answer (a captions-only corpus)
+        values["valid/qa_accuracy"] = (counts[0] / counts[1]).item()
     engine.train()
     return values
 

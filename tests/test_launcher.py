@@ -96,7 +96,8 @@ def test_two_ranks_train_log_and_consolidate(world, tmp_path, kind, ds):
     tags = scalars(run_dir)
     for name in ("mlm", "matched", "obj", "attr", "feat", "qa", "total"):
         assert f"loss/{name}" in tags
-    assert {"lr", "grad_norm", "skipped_steps", "samples_per_sec", "valid/qa_accuracy", "valid/mlm"} <= tags
+    assert {"lr", "grad_norm", "skipped_steps", "samples_per_sec", "valid/qa_accuracy", "valid/matched_accuracy",
+            "valid/mlm"} <= tags
     assert (run_dir / "config.yaml").exists() and "world_size: 2" in (run_dir / "config.yaml").read_text()
 
     out = consolidate(run_dir / "checkpoints", tmp_path / "model", hf=False)
@@ -345,10 +346,18 @@ def test_bad_inputs_fail_before_heavy_work(world, tmp_path):
 
 
 def test_a_metric_without_examples_is_absent(world, tmp_path):
-    """Validation on captions only (data.sources=[mscoco]): the QA accuracy is not logged (not 0)."""
-    launch("python", run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=2", "data.sources=[mscoco]"))
+    """Validation on captions only (data.sources=[mscoco]): the QA accuracy is not logged (not 0);
+    the matching accuracy on the held-out pairs is, on the console too. Without the matching
+    objective (every pair matched) it is absent."""
+    out = launch("python", run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=2",
+                                    "data.sources=[mscoco]"))
     tags = scalars(tmp_path / "run")
-    assert "valid/mlm" in tags and "valid/qa_accuracy" not in tags
+    assert "valid/mlm" in tags and "valid/qa_accuracy" not in tags and "valid/matched_accuracy" in tags
+    shown = re.findall(r"step 2: .*valid/matched_accuracy ([0-9.]+)", out.stdout)
+    assert shown and tb_scalar(tmp_path / "run", "valid/matched_accuracy")[2] == pytest.approx(float(shown[-1]), abs=1e-4)
+    launch("python", run_args(world, tmp_path / "run2", "zero2_fp32.json", "train.max_steps=2", "objectives.matching=false"))
+    tags = scalars(tmp_path / "run2")
+    assert "valid/mlm" in tags and "valid/qa_accuracy" in tags and "valid/matched_accuracy" not in tags
 
 
 def tb_scalar(run_dir: Path, tag: str) -> dict[int, float]:
