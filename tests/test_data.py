@@ -120,7 +120,7 @@ def test_examples_matching_and_qa(world):
     tok = ds.tokenizer
     for i in range(n):
         ex = ds[(0, i)]
-        item = ds.items[i]
+        item = ds.pairs.items[i]
         matched += ex["matched_label"]
         if not ex["matched_label"]:
             original = tok(item.sent, truncation=True, max_length=20)["input_ids"]
@@ -132,7 +132,7 @@ def test_examples_matching_and_qa(world):
             qa_on_caption += ex["ans"] != -100
     assert abs(matched / n - 0.5) < 0.06
     assert kept_own_sentence == 0 and qa_on_mismatch == 0 and qa_on_caption == 0
-    qa_items = [i for i in range(n) if ds.items[i].answers]
+    qa_items = [i for i in range(n) if ds.pairs.items[i].answers]
     with_answer = [ds[(0, i)] for i in qa_items]
     got = [ex["ans"] for ex in with_answer if ex["matched_label"]]
     assert got and all(a != -100 for a in got)
@@ -142,7 +142,9 @@ def test_mismatched_sentences_come_from_other_images(world):
     ds = make_dataset(world)
     gen = torch.Generator().manual_seed(1)
     for i in range(0, len(ds), 3):
-        assert ds._other_item(ds.items[i].img_id, gen).img_id != ds.items[i].img_id
+        image = ds.pairs.image(i)
+        other = ds._other_pair(image, gen)
+        assert ds.pairs.image(other) != image and ds.pairs.items[other].img_id != ds.pairs.items[i].img_id
 
 
 def test_swapped_regions_are_stored_regions(world):
@@ -174,7 +176,7 @@ def test_swapped_regions_are_stored_regions(world):
 def test_label_weights_options_and_qa_start_epoch(world):
     conf = make_dataset(world)[(0, 5)]
     root, _ = world
-    rec = FeatureStore(root / "store")[make_dataset(world).items[5].img_id]
+    rec = FeatureStore(root / "store")[make_dataset(world).pairs.items[5].img_id]
     assert torch.equal(conf["obj_weights"], torch.from_numpy(rec.objects_conf.copy()))
     mask_ds = make_dataset(world, ObjectiveConfig(label_weights="mask"))
     ex = mask_ds[(0, 5)]
