@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Container, Iterable
 from pathlib import Path
 
 TASKS = ("vqa", "gqa", "nlvr2")
@@ -50,6 +51,35 @@ def scores(task: str, predictions: dict, rows: list[dict]) -> dict[str, float]:
     if task == "nlvr2":
         return nlvr2_scores(predictions, rows)
     return {"accuracy": (vqa_accuracy if task == "vqa" else gqa_accuracy)(predictions, rows)}
+
+
+def question_type(row: dict) -> str:
+    """VQA's ``question_type`` when the example has one (e.g. "what color", "how many"), else the
+    question's first two words, lower-cased (GQA's files carry none)."""
+    given = row.get("question_type")
+    return given if isinstance(given, str) and given else " ".join(row["sent"].lower().split()[:2])
+
+
+def prior_predictions(task: str, train_rows: Iterable[dict], rows: list[dict], labels: Container[str] = ()) -> dict:
+    """The answer prior, a baseline that never looks at the image: each question type's most
+    frequent training answer (a question's answer: its highest-scored label among ``labels``, those
+    a model can give), or the most frequent overall for a type unseen in training; NLVR2: the more
+    frequent training label. Returns predictions for ``rows``, to be scored like a model's."""
+    if task == "nlvr2":
+        counts = Counter(int(row["label"]) for row in train_rows if row.get("label") is not None)
+        label = counts.most_common(1)[0][0] if counts else 1
+        return {row["identifier"]: label for row in rows}
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for row in train_rows:
+        scored = [(score, ans) for ans, score in row.get("label", {}).items() if ans in labels]
+        if scored:
+            by_type[question_type(row)][max(scored, key=lambda sa: sa[0])[1]] += 1
+    overall = sum(by_type.values(), Counter())
+    if not overall:
+        raise ValueError("no training question has an answer in the label vocabulary: no answer prior")
+    fallback = overall.most_common(1)[0][0]
+    best = {kind: counts.most_common(1)[0][0] for kind, counts in by_type.items()}
+    return {row["question_id"]: best.get(question_type(row), fallback) for row in rows}
 
 
 def submission_text(task: str, predictions: dict) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,13 +97,21 @@ class QADataset(Dataset):
 
     @property
     def rows(self) -> list[dict]:
-        """The examples as the JSON has them (question_id, img_id, label; from a corpus: the labels in
-        the vocabulary, the only ones a prediction can score), for evaluation."""
+        """The examples as the JSON has them, for evaluation (from a corpus: question_id, img_id,
+        question_type and the labels in the vocabulary, the only ones a prediction can score)."""
         if self._rows is None:
-            c = self.corpus
-            self._rows = [{"question_id": c.key(i), "img_id": c.image_name(c.images_of(i)[0]),
-                           "label": {self.labels[idx]: score for idx, score in c.answers(i)}} for i in range(len(c))]
+            self._rows = list(self.label_rows())
         return self._rows
+
+    def label_rows(self) -> Iterator[dict]:
+        """:attr:`rows` one at a time (from a corpus, none kept: for one pass over a training split)."""
+        if self._rows is not None:
+            yield from self._rows
+            return
+        c = self.corpus
+        for i in range(len(c)):
+            yield {"question_id": c.key(i), "img_id": c.image_name(c.images_of(i)[0]), "question_type": c.source_of(i),
+                   "label": {self.labels[idx]: score for idx, score in c.answers(i)}}
 
     def __len__(self) -> int:
         return len(self.corpus) if self.corpus is not None else len(self._rows)
@@ -183,10 +192,17 @@ class NLVR2Dataset(Dataset):
     def rows(self) -> list[dict]:
         """The examples' identifiers and labels (from a corpus: built on first use), for evaluation."""
         if self._rows is None:
-            c = self.corpus
-            self._rows = [{"identifier": c.key(i), "label": next((idx for idx, _ in c.answers(i)), None)}
-                          for i in range(len(c))]
+            self._rows = list(self.label_rows())
         return self._rows
+
+    def label_rows(self) -> Iterator[dict]:
+        """:attr:`rows` one at a time (from a corpus, none kept)."""
+        if self._rows is not None:
+            yield from self._rows
+            return
+        c = self.corpus
+        for i in range(len(c)):
+            yield {"identifier": c.key(i), "label": next((idx for idx, _ in c.answers(i)), None)}
 
     def __len__(self) -> int:
         return len(self.corpus) if self.corpus is not None else len(self._rows)

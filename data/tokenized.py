@@ -11,7 +11,8 @@ Built once from the original JSON files (``lxmert corpus build``): the pre-train
     CORPUS/run_starts.npy      the pairs come in runs of one image and one source (a JSON entry's
     CORPUS/run_images.npy      sentences of one source; consecutive questions on one image): run k
     CORPUS/run_sources.npy     holds pairs run_starts[k] .. run_starts[k + 1] - 1, of image
-    CORPUS/run_images2.npy     run_images[k] (and run_images2[k]: NLVR2's second) and source run_sources[k]
+    CORPUS/run_images2.npy     run_images[k] (and run_images2[k]: NLVR2's second) and source
+                               run_sources[k] (VQA/GQA: the question type)
     CORPUS/image_names.bin     the images' ids (utf-8, sorted); image k's is
     CORPUS/image_names_offsets.npy  image_names[image_names_offsets[k]:image_names_offsets[k + 1]]
     CORPUS/keys.bin, keys_offsets.npy  question ids / identifiers (JSON), likewise (VQA, GQA, NLVR2)
@@ -42,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .answers import AnswerTable
+from .evaluation import question_type
 
 FORMAT = "lxmert-corpus/1"
 MANIFEST = "manifest.json"
@@ -184,7 +186,7 @@ def _qa_entries(path: Path, ans2label: dict[str, int]) -> Iterator[_Entry]:
         if label is not None and not isinstance(label, dict):
             raise ValueError(f"{where}: label must be {{answer: score}}")
         scored = None if label is None else [[(ans2label.get(a), _score(where, a, s), a) for a, s in label.items()]]
-        yield _Entry(where, (row["img_id"],), "qa", [row["sent"]], scored, [row["question_id"]])
+        yield _Entry(where, (row["img_id"],), question_type(row), [row["sent"]], scored, [row["question_id"]])
 
 
 def _nlvr2_entries(path: Path) -> Iterator[_Entry]:
@@ -234,7 +236,7 @@ def build_corpus(out: str | os.PathLike, paths: Sequence[str | os.PathLike], ans
     tokens = _Growing(wide(len(tokenizer)), 1 << 20)
     token_offsets, answer_offsets = _Growing(np.int64, 1 << 20), _Growing(np.int64, 1 << 20)
     answer_ids, answer_scores = _Growing(wide(len(table or (0, 1))), 1 << 20), _Growing(np.uint8, 1 << 20)
-    run_starts, run_sources = _Growing(np.int64), _Growing(np.uint8)
+    run_starts, run_sources = _Growing(np.int64), _Growing(np.uint16)
     run_images: list[tuple[str, ...]] = []
     keys: list[bytes] = []
     token_offsets.append(0)
@@ -272,11 +274,13 @@ def build_corpus(out: str | os.PathLike, paths: Sequence[str | os.PathLike], ans
         bar.set_postfix_str(f"file {n + 1}/{len(paths)}: {path.name}")
         for entry in entries(path):
             if entry.source not in sources:
-                if len(sources) == 255:
-                    raise ValueError(f"{entry.where}: more than 255 sentence sources")
+                if len(sources) == np.iinfo(np.uint16).max:
+                    raise ValueError(f"{entry.where}: more than {len(sources)} sentence sources or question types")
                 sources[entry.source] = len(sources)
-            # a run: an entry's sentences of one source (pre-training), or consecutive examples of one image
-            if kind == "pretraining" or not run_images or run_images[-1] != entry.images:
+            # a run: an entry's sentences of one source (pre-training), or consecutive examples of one
+            # image and question type
+            if kind == "pretraining" or not run_images or run_images[-1] != entry.images \
+                    or int(run_sources.array()[-1]) != sources[entry.source]:
                 run_starts.append(pairs)
                 run_images.append(entry.images)
                 run_sources.append(sources[entry.source])
@@ -457,6 +461,10 @@ class TokenizedCorpus:
     def run_of(self, i: int) -> int:
         starts = self.a["run_starts"]  # the key in the array's dtype: no converted copy of the array a search
         return int(starts.searchsorted(starts.dtype.type(i), side="right")) - 1
+
+    def source_of(self, i: int) -> str:
+        """Pair ``i``'s source (VQA/GQA: its question type)."""
+        return self.sources[int(self.a["run_sources"][self.run_of(i)])]
 
     def images_of(self, i: int) -> tuple[int, ...]:
         """Pair ``i``'s image (two for NLVR2), as indices into the sorted image names."""

@@ -163,7 +163,8 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    """A table of fine-tuning results (each run directory's results.json)."""
+    """A table of fine-tuning results (each run directory's results.json), each score beside the
+    answer prior's (each question type's most frequent training answer; NLVR2: the majority label)."""
     import json
 
     rows = []
@@ -173,9 +174,11 @@ def cmd_results(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{path}: no results (the fine-tuning run has not finished)")
         res = json.loads(path.read_text())
         init = res.get("init_from", res.get("model", "?"))
+        prior = res.get("prior", {})
         rows.append([str(run_dir), res["task"], "scratch" if init in ("None", None) else init, str(res.get("steps", "-")),
-                     *(f"{k} {v:.1%}" for k, v in res.get("valid", {}).items())])
-    rows.insert(0, ["run", "task", "initialised from", "steps", "validation"])
+                     *(f"{k} {v:.1%}" + (f" (prior {prior[k]:.1%})" if k in prior else "")
+                       for k, v in res.get("valid", {}).items())])
+    rows.insert(0, ["run", "task", "initialised from", "steps", "validation (answer prior: no image)"])
     width = [max(len(r[i]) for r in rows if len(r) > i) for i in range(max(map(len, rows)))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, width)).rstrip())

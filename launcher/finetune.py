@@ -216,6 +216,19 @@ def split_scores(task: str, predictions: dict, dataset) -> dict[str, float]:
     return scores(task, predictions, dataset.rows)
 
 
+def prior_scores(task: str, data: TaskData) -> dict[str, float] | None:
+    """The valid split's scores of the answer prior (:func:`data.evaluation.prior_predictions`: each
+    question type's most frequent training answer; NLVR2's more frequent label), the baseline a
+    model must beat to have used the image. None without a training or a valid split."""
+    from data.evaluation import prior_predictions, scores
+
+    valid = data.splits.get("valid")
+    if data.train is None or valid is None:
+        return None
+    predictions = prior_predictions(task, data.train.label_rows(), valid.rows, set(data.labels or ()))
+    return scores(task, predictions, valid.rows)
+
+
 def finish(model, data: TaskData, ft: FinetuneConfig, rank: int, world: int, device, extra: dict) -> dict:
     """Score the valid split, predict valid and test into submission files, write results.json."""
     from data.evaluation import submission_name, submission_text
@@ -273,11 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     from data.sampler import ResumableSampler
 
     valid = data.splits.get("valid")
+    prior = prior_scores(ft.task, data)
+    if prior is not None and rank == 0:
+        what = "the more frequent training label" if ft.task == "nlvr2" else "each question type's most frequent training answer"
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in prior.items())
+        print(f"answer prior on the valid split ({what}, never looking at the image): {shown}", flush=True)
     evaluate = None
     if valid is not None:
-        evaluate = lambda engine: {f"valid/{k}": v for k, v in  # noqa: E731
-                                   split_scores(ft.task, predict(engine, data, ft, rank, world, engine.device),
-                                                valid).items()}
+        evaluate = lambda engine: {  # noqa: E731
+            **{f"valid/{k}": v for k, v in split_scores(ft.task, predict(engine, data, ft, rank, world, engine.device),
+                                                         valid).items()},
+            **{f"valid/prior_{k}": v for k, v in (prior or {}).items()}}
     job = Job(name=f"fine-tuning {ft.task}", run=ft, rank=rank, world=world, model=net, model_config=config,
               train_set=data.train, sampler=ResumableSampler(len(data.train), rank, world, seed=ft.train.seed),
               collate=data.collate, evaluate=evaluate, best_metric="valid/accuracy" if valid is not None else None,
@@ -306,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(failure[0])
     best = type(net).from_pretrained(best_dir).to(device)
     finish(best, data, ft, rank, world, device, {"model": str(best_dir), "checkpoint": tag,
-                                                 "init_from": str(init_path(ft)), "steps": outcome.step})
+                                                 "init_from": str(init_path(ft)), "steps": outcome.step,
+                                                 **({"prior": prior} if prior is not None else {})})
     return 0
 
 

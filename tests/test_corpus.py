@@ -240,6 +240,14 @@ def test_fine_tuning_examples_are_bitwise_the_json_paths(world, tmp_path, task):
         predictions = {r["question_id"]: answers[int(torch.randint(len(answers), (1,), generator=g))] for r in rows}
     assert scores(task, predictions, a.rows) == scores(task, predictions, b.rows)
     assert 0 < next(iter(scores(task, predictions, b.rows).values())) < 1
+    # the answer prior from either: the corpus keeps each question's type (VQA's field, GQA's first two words)
+    from data.evaluation import prior_predictions
+
+    labels = set(ans2label) if task != "nlvr2" else ()
+    prior = prior_predictions(task, a.label_rows(), a.rows, labels)
+    assert prior == prior_predictions(task, b.label_rows(), b.rows, labels)
+    if task != "nlvr2":
+        assert len(set(prior.values())) > 1  # several question types, several answers
 
 
 def test_a_corpus_of_another_kind_or_label_vocabulary_is_refused(world, built, tmp_path):

@@ -129,3 +129,33 @@ def test_synthetic_nlvr2_shows_each_sentence_with_several_image_pairs(tmp_path):
             assert len({r["sent"] for r in group}) == 1 and len({(r["img0"], r["img1"]) for r in group}) == 3
         mixed = sum(len({r["label"] for r in g}) == 2 for g in groups.values())
         assert 0 < mixed < len(groups), mixed  # consistency differs from accuracy
+
+
+def test_answer_prior_is_each_question_types_most_frequent_training_answer():
+    from data.evaluation import prior_predictions, question_type
+
+    train = [
+        {"question_id": 1, "sent": "What color is the cup?", "question_type": "what color", "label": {"red": 1.0}},
+        {"question_id": 2, "sent": "What color is the hat?", "question_type": "what color", "label": {"red": 0.3, "blue": 0.9}},
+        {"question_id": 3, "sent": "What color is the car?", "question_type": "what color", "label": {"blue": 1.0}},
+        {"question_id": 4, "sent": "What color is it?", "question_type": "what color", "label": {"blue": 1.0, "sky": 1.0}},
+        {"question_id": 5, "sent": "How many dogs?", "label": {"2": 1.0}},  # no question_type: first two words
+        {"question_id": 6, "sent": "How many cats?", "label": {"2": 0.6, "3": 0.3}},
+        {"question_id": 7, "sent": "Is there a cat?", "label": {"outside": 1.0}},  # not a label: ignored
+    ]
+    assert question_type(train[4]) == "how many" and question_type(train[0]) == "what color"
+    valid = [{"question_id": 10, "sent": "What color is the sky?", "question_type": "what color", "label": {"blue": 1.0}},
+             {"question_id": 11, "sent": "how many birds ?", "label": {"2": 1.0}},
+             {"question_id": 12, "sent": "Where is it?", "label": {"2": 0.3}},  # unseen type: the most frequent overall
+             {"question_id": 13, "sent": "Is there a cat?", "label": {"no": 1.0}}]
+    labels = {"red", "blue", "2", "3", "no"}  # "sky" and "outside" are not labels
+    predictions = prior_predictions("vqa", train, valid, labels)
+    # what color: blue 3 (questions 2, 3, 4) vs red 1; how many: 2; overall: blue (3) over 2 (2)
+    assert predictions == {10: "blue", 11: "2", 12: "blue", 13: "blue"}
+    assert scores("vqa", predictions, valid)["accuracy"] == (1.0 + 1.0 + 0 + 0) / 4
+
+    nlvr2_train = [{"identifier": f"train-{k}-0-0", "label": k % 3 != 0} for k in range(9)]  # 6 True, 3 False
+    nlvr2_valid = [{"identifier": "dev-1-0-0", "label": 1}, {"identifier": "dev-1-1-0", "label": 0}]
+    assert prior_predictions("nlvr2", nlvr2_train, nlvr2_valid) == {"dev-1-0-0": 1, "dev-1-1-0": 1}
+    with pytest.raises(ValueError, match="no answer prior"):
+        prior_predictions("gqa", train[6:], valid, labels)

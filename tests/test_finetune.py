@@ -71,8 +71,18 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
     # seen when written: pre-trained 0.418, from scratch 0.208
     assert pre >= scratch + 0.10, f"pre-trained {pre:.4f} vs from scratch {scratch:.4f}"
 
-    # the same run from corpora built of the files (`lxmert corpus build --qa`): the same losses and accuracy
+    # the answer prior, beside the accuracy: in results.json, TensorBoard and `lxmert results`
+    from data.evaluation import prior_predictions
+
     w = pretrained / "world"
+    train_rows, valid_rows = (json.loads((w / "vqa" / f"{s}.json").read_text()) for s in ("train", "minival"))
+    labels = set(json.loads((w / "vqa" / "trainval_ans2label.json").read_text()))
+    prior = scores("vqa", prior_predictions("vqa", train_rows, valid_rows, labels), valid_rows)["accuracy"]
+    assert results(tmp_path / "pre")["prior"] == results(tmp_path / "scratch")["prior"] == {"accuracy": prior}
+    table = run([sys.executable, "-m", "launcher.cli", "results", str(tmp_path / "pre"), str(tmp_path / "scratch")]).stdout
+    assert f"accuracy {pre:.1%} (prior {prior:.1%})" in table and f"accuracy {scratch:.1%} (prior {prior:.1%})" in table
+
+    # the same run from corpora built of the files (`lxmert corpus build --qa`): the same losses and accuracy
     for split in ("train", "minival"):
         run([str(BIN / "lxmert"), "corpus", "build", "--qa", str(w / "vqa" / f"{split}.json"), "--labels",
              str(w / "vqa" / "trainval_ans2label.json"), "--tokenizer", str(w / "vocab.txt"), "--out",
@@ -80,6 +90,7 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
     finetune(*finetune_args(pretrained, "vqa", tmp_path / "mapped", f"data.train=[{tmp_path / 'corpus_train'}]",
                             f"data.valid=[{tmp_path / 'corpus_minival'}]"))
     assert results(tmp_path / "mapped")["valid"] == results(tmp_path / "pre")["valid"]
+    assert results(tmp_path / "mapped")["prior"] == results(tmp_path / "pre")["prior"]
     assert (tmp_path / "mapped" / "losses.txt").read_text() == (tmp_path / "pre" / "losses.txt").read_text()
 
     # the submission file holds the best model's predictions and scores as results.json says
@@ -91,7 +102,8 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
 
     acc = EventAccumulator(str(tmp_path / "pre" / "tensorboard"))
     acc.Reload()
-    assert {"valid/accuracy", "loss/total", "lr"} <= set(acc.Tags()["scalars"])
+    assert {"valid/accuracy", "valid/prior_accuracy", "loss/total", "lr"} <= set(acc.Tags()["scalars"])
+    assert all(e.value == pytest.approx(prior, abs=1e-6) for e in acc.Scalars("valid/prior_accuracy"))
     assert len(acc.Scalars("valid/accuracy")) == 4  # one evaluation per epoch
     best = max(acc.Scalars("valid/accuracy"), key=lambda e: e.value)
     assert results(tmp_path / "pre")["checkpoint"] == f"best-step{best.step}"
@@ -118,6 +130,10 @@ def test_nlvr2_on_two_ranks_through_deepspeed(pretrained, tmp_path):
     assert set(predictions) == {r["identifier"] for r in rows}  # every example once, from both ranks' shards
     assert scores("nlvr2", predictions, rows) == res["valid"]
     assert "world_size: 2" in (run_dir / "config.yaml").read_text()
+    train_labels = [r["label"] for r in json.loads((pretrained / "world" / "nlvr2" / "train.json").read_text())]
+    ones = sum(train_labels)
+    assert ones * 2 != len(train_labels)  # a majority label exists
+    assert res["prior"] == scores("nlvr2", {r["identifier"]: int(ones * 2 > len(train_labels)) for r in rows}, rows)
 
 
 def test_gqa_through_the_cli_predicts_testdev_in_the_submission_format(pretrained, tmp_path):
