@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from .files import read_json
 
 NUMBER_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
                 "eight": "8", "nine": "9", "ten": "10"}
@@ -33,10 +34,7 @@ class AnswerTable:
     @classmethod
     def from_file(cls, path: str | Path, dsets: list[str] | None = None) -> "AnswerTable":
         path = Path(path)
-        try:
-            rows = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: unreadable answer table ({exc})") from None
+        rows = read_json(path, "answer table")
         if not isinstance(rows, list) or not all(isinstance(r, dict) and "ans" in r for r in rows):
             raise ValueError(f'{path}: expected a list of {{"ans": ..., "dsets": [...]}}')
         chosen = set(dsets) if dsets else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Container, Iterable, Sequence
 
 from .answers import AnswerTable
+from .files import read_json
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,7 @@ def load_corpus(paths: Iterable[str | Path], sources: Iterable[str] | None = Non
     seen_images: set[str] = set()
     for path in paths:
         path = Path(path)
-        try:
-            rows = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: unreadable corpus file ({exc})") from None
+        rows = read_json(path, "corpus file")
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a list of {{img_id, sentf, labelf}} entries")
         for n, row in enumerate(rows):

@@ -30,7 +30,6 @@ DTYPE_CODES = {"float16": 0, "float32": 1}
 MIN_REGIONS, MAX_REGIONS = 10, 100
 TSV_FIELDS = ("img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf", "num_boxes",
               "boxes", "features")
-MANIFEST = "manifest.json"
 FORMAT = "lxmert-region-store/1"
 #: npz key names accepted for each field, first match wins.
 NPZ_KEYS = {

@@ -15,14 +15,15 @@ numpy views into the memory map: start-up cost and resident memory do not grow w
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from .features import DTYPE_CODES, MANIFEST, FORMAT, MAX_REGIONS, BadRecord, RegionRecord, check_record, decode, encode, iter_sources
+from .files import publish
+from .files import read_manifest as _read_manifest
+from .features import DTYPE_CODES, FORMAT, MAX_REGIONS, BadRecord, RegionRecord, check_record, decode, encode, iter_sources
 
 # --------------------------------------------------------------------------- building
 def _digest(key: bytes, value: bytes) -> int:
@@ -105,12 +106,7 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
         env.sync(True)
         env.close()
         (partial / "lock.mdb").unlink(missing_ok=True)
-        tmp = partial / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, partial / MANIFEST)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(partial, out)
+        publish(partial, out, manifest)
         return manifest
     except BaseException:
         try:
@@ -121,20 +117,7 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
 
 
 def read_manifest(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_dir():
-        partial = path.with_name(path.name + ".partial")
-        hint = f" ({partial} is an unfinished build)" if partial.exists() else ""
-        raise FileNotFoundError(f"{path}: no such feature store{hint}")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no {MANIFEST}: not a complete feature store (interrupted build?)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path / MANIFEST}: unreadable ({exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
+    return _read_manifest(path, "feature store", FORMAT)
 
 
 # One environment per store path and process: py-lmdb refuses to open a path twice in a

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .features import RegionRecord, tsv_line
+from .files import atomic_write_text
 
 CLASSES = ["dog", "cat", "car", "ball", "cup", "tree", "chair", "bird", "book", "lamp", "shoe", "hat"]
 COLOURS = ["red", "blue", "green", "yellow", "white", "black", "orange", "purple"]
@@ -128,10 +129,7 @@ def _nlvr2_statement(a: list[dict], b: list[dict], rng: random.Random) -> tuple[
 
 
 def _dump(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj))
 
 
 def _write_vocab(texts: list[str], out: Path) -> None:
@@ -142,9 +140,7 @@ def _write_vocab(texts: list[str], out: Path) -> None:
     chars = sorted({c for w in words for c in w})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars),
              *(w for w in words if len(w) > 1)]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(vocab) + "\n")
-    os.replace(tmp, out)
+    atomic_write_text(out, "\n".join(vocab) + "\n")
 
 
 def write_world(out: str | os.PathLike, images: int = 600, seed: int = 0, regions: int = 16, feat_dim: int = 2048,

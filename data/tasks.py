@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,19 +12,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .collate import Stacked, _Batch, region_mask
+from .files import read_json
 from .tokenize import MAX_TOKENS, encode
-
-
-def _read_json(path: Path, what: str):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable {what} ({exc})") from None
 
 
 def load_label_vocab(path: str | Path) -> dict[str, int]:
     """``trainval_ans2label.json``: {answer: label id}, ids 0..N-1."""
-    vocab = _read_json(Path(path), "label vocabulary")
+    vocab = read_json(Path(path), "label vocabulary")
     if not isinstance(vocab, dict) or sorted(vocab.values()) != list(range(len(vocab))):
         raise ValueError(f"{path}: expected {{answer: id}} with ids 0..N-1")
     return vocab
@@ -57,7 +50,34 @@ def _open_corpus(paths, kind: str, store, tokenizer, table=None, what: str = "")
     return [], corpus
 
 
-class QADataset(Dataset):
+class _TaskDataset(Dataset):
+    """What VQA/GQA and NLVR2 share: examples from JSON rows (``_rows``) or a built ``corpus``."""
+
+    corpus = None
+    _rows: list[dict] | None = None
+
+    def __len__(self) -> int:
+        return len(self.corpus) if self.corpus is not None else len(self._rows)
+
+    @property
+    def rows(self) -> list[dict]:
+        """The examples as the JSON has them, for evaluation (from a corpus: made on first use)."""
+        if self._rows is None:
+            self._rows = list(self.label_rows())
+        return self._rows
+
+    def label_rows(self) -> Iterator[dict]:
+        """:attr:`rows` one at a time (from a corpus, none kept: for one pass over a training split)."""
+        if self._rows is not None:
+            yield from self._rows
+        else:
+            yield from map(self._corpus_row, range(len(self.corpus)))
+
+    def _corpus_row(self, i: int) -> dict:
+        raise NotImplementedError
+
+
+class QADataset(_TaskDataset):
     """VQA or GQA examples: ``{"question_id", "img_id", "sent", "label": {answer: score}}``, from the
     JSON files or from one corpus built of them (``lxmert corpus build --qa``: mapped, not loaded).
 
@@ -77,7 +97,7 @@ class QADataset(Dataset):
             if strict and self.unknown_answers:
                 raise ValueError(f"{self.corpus.path}: {self.corpus.outside_table()} (the label vocabulary)")
         for path in map(Path, files):
-            rows = _read_json(path, "QA file")
+            rows = read_json(path, "QA file")
             _check_rows(rows, path, {"img_id": str, "sent": str})
             for row in rows:
                 if "question_id" not in row:
@@ -95,26 +115,12 @@ class QADataset(Dataset):
                 raise ValueError(f"{len(missing)} images of the QA files are not in the feature store {store.path}, e.g. "
                                  f"{', '.join(missing[:5])}")
 
-    @property
-    def rows(self) -> list[dict]:
-        """The examples as the JSON has them, for evaluation (from a corpus: question_id, img_id,
-        question_type and the labels in the vocabulary, the only ones a prediction can score)."""
-        if self._rows is None:
-            self._rows = list(self.label_rows())
-        return self._rows
-
-    def label_rows(self) -> Iterator[dict]:
-        """:attr:`rows` one at a time (from a corpus, none kept: for one pass over a training split)."""
-        if self._rows is not None:
-            yield from self._rows
-            return
+    def _corpus_row(self, i: int) -> dict:
+        """From a corpus: question_id, img_id, question_type and the labels in the vocabulary (the
+        only ones a prediction can score)."""
         c = self.corpus
-        for i in range(len(c)):
-            yield {"question_id": c.key(i), "img_id": c.image_name(c.images_of(i)[0]), "question_type": c.source_of(i),
-                   "label": {self.labels[idx]: score for idx, score in c.answers(i)}}
-
-    def __len__(self) -> int:
-        return len(self.corpus) if self.corpus is not None else len(self._rows)
+        return {"question_id": c.key(i), "img_id": c.image_name(c.images_of(i)[0]), "question_type": c.source_of(i),
+                "label": {self.labels[idx]: score for idx, score in c.answers(i)}}
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         i = index[1] if isinstance(index, tuple) else index  # (epoch, index) from ResumableSampler
@@ -162,7 +168,7 @@ def collate_qa(examples: list[dict]) -> TaskBatch:
     )
 
 
-class NLVR2Dataset(Dataset):
+class NLVR2Dataset(_TaskDataset):
     """``{"identifier", "img0", "img1", "sent", "label": 0|1}``: one sentence, two images; from the
     JSON files or from one corpus built of them (``lxmert corpus build --nlvr2``)."""
 
@@ -175,7 +181,7 @@ class NLVR2Dataset(Dataset):
             raise ValueError(f"{self.corpus.path}: {len(self.corpus) - self.corpus.manifest['answers']} examples lack a "
                              f"label (0 or 1)")
         for path in map(Path, files):
-            rows = _read_json(path, "NLVR2 file")
+            rows = read_json(path, "NLVR2 file")
             _check_rows(rows, path, {"identifier": str, "img0": str, "img1": str, "sent": str})
             for row in rows:
                 label = row.get("label")
@@ -188,24 +194,9 @@ class NLVR2Dataset(Dataset):
                 raise ValueError(f"{len(missing)} images of the NLVR2 files are not in the feature store {store.path}, "
                                  f"e.g. {', '.join(missing[:5])}")
 
-    @property
-    def rows(self) -> list[dict]:
-        """The examples' identifiers and labels (from a corpus: built on first use), for evaluation."""
-        if self._rows is None:
-            self._rows = list(self.label_rows())
-        return self._rows
-
-    def label_rows(self) -> Iterator[dict]:
-        """:attr:`rows` one at a time (from a corpus, none kept)."""
-        if self._rows is not None:
-            yield from self._rows
-            return
-        c = self.corpus
-        for i in range(len(c)):
-            yield {"identifier": c.key(i), "label": next((idx for idx, _ in c.answers(i)), None)}
-
-    def __len__(self) -> int:
-        return len(self.corpus) if self.corpus is not None else len(self._rows)
+    def _corpus_row(self, i: int) -> dict:
+        """From a corpus: the identifier and the label."""
+        return {"identifier": self.corpus.key(i), "label": next((idx for idx, _ in self.corpus.answers(i)), None)}
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         i = index[1] if isinstance(index, tuple) else index  # (epoch, index) from ResumableSampler

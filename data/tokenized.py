@@ -42,11 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import publish, read_json
+from .files import read_manifest as _read_manifest
 from .answers import AnswerTable
 from .evaluation import question_type
 
 FORMAT = "lxmert-corpus/1"
-MANIFEST = "manifest.json"
 
 
 # --------------------------------------------------------------------------- checksums
@@ -105,10 +106,7 @@ class _Growing:
 
 
 def _rows(path: Path, what: str) -> list:
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable {what} file ({exc})") from None
+    rows = read_json(path, f"{what} file")
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a list of {what} entries")
     return rows
@@ -355,12 +353,7 @@ def build_corpus(out: str | os.PathLike, paths: Sequence[str | os.PathLike], ans
             "inputs": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in paths],
             "files": files, "seconds": round(time.perf_counter() - started, 1),
         }
-        tmp = partial / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, partial / MANIFEST)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(partial, out)
+        publish(partial, out, manifest)
         return manifest
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -380,20 +373,7 @@ def is_corpus(path: str | os.PathLike) -> bool:
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_dir():
-        partial = path.with_name(path.name + ".partial")
-        hint = f" ({partial} is an unfinished build)" if partial.exists() else ""
-        raise FileNotFoundError(f"{path}: no such corpus{hint}")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no {MANIFEST}: not a complete corpus (interrupted build?)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path / MANIFEST}: unreadable ({exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
+    return _read_manifest(path, "corpus", FORMAT)
 
 
 class TokenizedCorpus:
