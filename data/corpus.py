@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Container, Iterable, Sequence
 
 from .answers import AnswerTable
 from .files import read_json

@@ -133,8 +133,11 @@ def cmd_corpus(args: argparse.Namespace) -> int:
         m = tokenized.read_manifest(args.corpus)
         size = sum(f.stat().st_size for f in Path(args.corpus).iterdir() if f.is_file())
         table = m["answer_table"]
-        print(f"{args.corpus}: {m.get('kind', 'pretraining')}, {m['pairs']} pairs on {m['images']} images, {m['tokens']} "
-              f"word pieces, {m['answers']} answers; sources {', '.join(f'{k} {v}' for k, v in m['pairs_per_source'].items())}; "
+        kind = m.get("kind", "pretraining")
+        sources = {"pretraining": f"; sources {', '.join(f'{k} {v}' for k, v in m['pairs_per_source'].items())}",
+                   "qa": f"; {len(m['sources'])} question types", "nlvr2": ""}[kind]
+        print(f"{args.corpus}: {kind}, {m['pairs']} pairs on {m['images']} images, {m['tokens']} "
+              f"word pieces, {m['answers']} answers{sources}; "
               f"tokenizer {m['tokenizer']['name']} ({m['tokenizer']['checksum'][:16]})"
               + (f", answer table {table['rows']} rows ({table['checksum'][:16]})" if table else "")
               + f"; {size / 2**20:.1f} MiB on disk")

@@ -261,3 +261,25 @@ def test_a_corpus_of_another_kind_or_label_vocabulary_is_refused(world, built, t
     fewer = dict(list(ans2label.items())[:-1])
     with pytest.raises(ValueError, match=r"label vocabulary .* checksum .* this run's label vocabulary"):
         QADataset([tmp_path / "qa"], store, tok, fewer)
+
+
+def test_cli_builds_each_kind_verifies_and_describes(world, tmp_path):
+    lxmert = str(BIN / "lxmert")
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([lxmert, "corpus", *args], capture_output=True, text=True, timeout=120)
+        assert (proc.returncode == 0) == ok, proc.stderr
+        return proc
+
+    tok = ["--tokenizer", str(world / "vocab.txt"), "--quiet"]
+    run("build", "--qa", str(world / "vqa" / "train.json"), "--labels", str(world / "vqa" / "trainval_ans2label.json"),
+        "--out", str(tmp_path / "qa"), *tok)
+    run("build", "--nlvr2", str(world / "nlvr2" / "train.json"), "--out", str(tmp_path / "nlvr2"), *tok)
+    assert "qa, " in run("info", str(tmp_path / "qa")).stdout and "question types" in run("info", str(tmp_path / "qa")).stdout
+    assert "nlvr2, " in run("info", str(tmp_path / "nlvr2")).stdout
+    assert "OK" in run("verify", str(tmp_path / "nlvr2")).stdout
+    err = run("build", "--qa", str(world / "vqa" / "train.json"), "--out", str(tmp_path / "x"), *tok, ok=False).stderr
+    assert "--qa needs --labels" in err and not (tmp_path / "x").exists()
+    err = run("build", "--qa", str(world / "vqa" / "train.json"), "--nlvr2", str(world / "nlvr2" / "train.json"),
+              "--out", str(tmp_path / "x"), *tok, ok=False).stderr
+    assert "inputs of one kind" in err
