@@ -35,7 +35,7 @@ test: $(STAMP)
 	$(PY) -m ruff check --select F,E9 --output-format concise model data launcher bench tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The synthetic world, its feature store, 2-rank pre-training through the deepspeed launcher,
+# The synthetic world, its feature store and tokenised corpora, 2-rank pre-training through the deepspeed launcher,
 # consolidation into one model, then VQA and NLVR2 fine-tuning (2 ranks each) from the
 # pre-trained model and from scratch with the same budget, and the table of their results.
 DS := PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/deepspeed --num_gpus 2
@@ -44,6 +44,8 @@ demo: $(STAMP)
 	rm -rf demo
 	$(VENV)/bin/lxmert synth --out demo/world --images 600 --feat-dim 2048
 	$(VENV)/bin/lxmert features build --tsv demo/world/features/train.tsv --tsv demo/world/features/val.tsv --out demo/world/store
+	for split in train minival; do $(VENV)/bin/lxmert corpus build --json demo/world/lxmert/$$split.json \
+	  --answers demo/world/lxmert/all_ans.json --tokenizer demo/world/vocab.txt --out demo/world/corpus/$$split || exit 1; done
 	$(DS) launcher/pretrain.py --config launcher/configs/synth_tiny.yaml
 	$(VENV)/bin/lxmert consolidate demo/pretrain/checkpoints demo/model
 	$(DS) launcher/finetune.py --config launcher/configs/synth_vqa.yaml run_dir=demo/finetune/vqa_pretrained $(DEMO_FT)
