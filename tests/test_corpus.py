@@ -283,3 +283,16 @@ def test_cli_builds_each_kind_verifies_and_describes(world, tmp_path):
     err = run("build", "--qa", str(world / "vqa" / "train.json"), "--nlvr2", str(world / "nlvr2" / "train.json"),
               "--out", str(tmp_path / "x"), *tok, ok=False).stderr
     assert "inputs of one kind" in err
+
+
+def test_an_unfinished_build_is_not_a_corpus(built, tmp_path):
+    """A build killed while writing leaves OUT.partial only: reading OUT says so; the next build replaces it."""
+    partial = tmp_path / "corpus.partial"
+    shutil.copytree(built[0], partial)
+    (partial / "manifest.json").unlink()  # killed before the manifest, written last
+    with pytest.raises(FileNotFoundError, match=r"no such corpus \(.*corpus\.partial is an unfinished build\)"):
+        TokenizedCorpus(tmp_path / "corpus")
+    world = Path(built[1]["inputs"][0]["path"]).parents[1]
+    build_corpus(tmp_path / "corpus", corpus_files(world), AnswerTable.from_file(world / "lxmert" / "all_ans.json"),
+                 load_tokenizer(world / "vocab.txt"), progress=False)
+    assert not partial.exists() and len(TokenizedCorpus(tmp_path / "corpus")) == built[1]["pairs"]
