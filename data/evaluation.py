@@ -64,19 +64,19 @@ def prior_predictions(task: str, train_rows: Iterable[dict], rows: list[dict], l
     """The answer prior, a baseline that never looks at the image: each question type's most
     frequent training answer (a question's answer: its highest-scored label among ``labels``, those
     a model can give), or the most frequent overall for a type unseen in training; NLVR2: the more
-    frequent training label. Returns predictions for ``rows``, to be scored like a model's."""
+    frequent training label. Returns predictions for ``rows``, to be scored like a model's (none
+    when no training example has an answer)."""
     if task == "nlvr2":
         counts = Counter(int(row["label"]) for row in train_rows if row.get("label") is not None)
-        label = counts.most_common(1)[0][0] if counts else 1
-        return {row["identifier"]: label for row in rows}
+        return {row["identifier"]: counts.most_common(1)[0][0] for row in rows} if counts else {}
     by_type: dict[str, Counter] = defaultdict(Counter)
     for row in train_rows:
         scored = [(score, ans) for ans, score in row.get("label", {}).items() if ans in labels]
         if scored:
             by_type[question_type(row)][max(scored, key=lambda sa: sa[0])[1]] += 1
     overall = sum(by_type.values(), Counter())
-    if not overall:
-        raise ValueError("no training question has an answer in the label vocabulary: no answer prior")
+    if not overall:  # no training question has an answer among the labels: no prior (absent, not 0)
+        return {}
     fallback = overall.most_common(1)[0][0]
     best = {kind: counts.most_common(1)[0][0] for kind, counts in by_type.items()}
     return {row["question_id"]: best.get(question_type(row), fallback) for row in rows}

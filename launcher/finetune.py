@@ -219,14 +219,14 @@ def split_scores(task: str, predictions: dict, dataset) -> dict[str, float]:
 def prior_scores(task: str, data: TaskData) -> dict[str, float] | None:
     """The valid split's scores of the answer prior (:func:`data.evaluation.prior_predictions`: each
     question type's most frequent training answer; NLVR2's more frequent label), the baseline a
-    model must beat to have used the image. None without a training or a valid split."""
+    model must beat to have used the image. None without a training or a valid split, or without a training answer."""
     from data.evaluation import prior_predictions, scores
 
     valid = data.splits.get("valid")
     if data.train is None or valid is None:
         return None
     predictions = prior_predictions(task, data.train.label_rows(), valid.rows, set(data.labels or ()))
-    return scores(task, predictions, valid.rows)
+    return scores(task, predictions, valid.rows) if predictions else None
 
 
 def finish(model, data: TaskData, ft: FinetuneConfig, rank: int, world: int, device, extra: dict) -> dict:

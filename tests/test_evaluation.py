@@ -157,5 +157,5 @@ def test_answer_prior_is_each_question_types_most_frequent_training_answer():
     nlvr2_train = [{"identifier": f"train-{k}-0-0", "label": k % 3 != 0} for k in range(9)]  # 6 True, 3 False
     nlvr2_valid = [{"identifier": "dev-1-0-0", "label": 1}, {"identifier": "dev-1-1-0", "label": 0}]
     assert prior_predictions("nlvr2", nlvr2_train, nlvr2_valid) == {"dev-1-0-0": 1, "dev-1-1-0": 1}
-    with pytest.raises(ValueError, match="no answer prior"):
-        prior_predictions("gqa", train[6:], valid, labels)
+    assert prior_predictions("gqa", train[6:], valid, labels) == {}  # no training answer among the labels: no prior
+    assert prior_predictions("nlvr2", [], nlvr2_valid) == {}
