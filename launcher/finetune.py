@@ -219,7 +219,8 @@ def split_scores(task: str, predictions: dict, dataset) -> dict[str, float]:
 def prior_scores(task: str, data: TaskData) -> dict[str, float] | None:
     """The valid split's scores of the answer prior (:func:`data.evaluation.prior_predictions`: each
     question type's most frequent training answer; NLVR2's more frequent label), the baseline a
-    model must beat to have used the image. None without a training or a valid split, or without a training answer."""
+    model must beat to have used the image. None without a training or a valid split, or without
+    a training answer."""
     from data.evaluation import prior_predictions, scores
 
     valid = data.splits.get("valid")
