@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .answers import AnswerTable
 from .files import read_json
+from .tokenize import encode
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,6 @@ class ItemPairs:
 
     def tokens(self, i: int, max_tokens: int) -> list[int]:
         """``[CLS] sentence [SEP]``, truncated to ``max_tokens``."""
-        from .tokenize import encode
-
         return encode(self.tokenizer, self.items[i].sent, max_tokens)
 
     def answers(self, i: int) -> tuple[tuple[int, float], ...]:
@@ -189,13 +188,13 @@ def open_pairs(paths: Iterable[str | Path], tokenizer, answers: AnswerTable, ima
     lengths = np.diff(a["run_starts"]).astype(np.int64)
     report = CorpusReport()
     if images is not None:
-        names = corpus.image_names()
-        absent = set(images.missing(names)) if hasattr(images, "missing") else {n for n in names if n not in images}
-        present = np.fromiter((name not in absent for name in names), bool, len(names))
-        if not present.all():
-            absent = np.flatnonzero(~present)
-            report.missing_images = len(absent)
-            report.missing_examples = tuple(corpus.image_name(int(k)) for k in absent[:5])
+        names = corpus.image_names()  # sorted, and so are the missing ones
+        lost = images.missing(names) if hasattr(images, "missing") else [n for n in names if n not in images]
+        if lost:
+            absent = set(lost)
+            present = np.fromiter((name not in absent for name in names), bool, len(names))
+            report.missing_images = len(lost)
+            report.missing_examples = tuple(lost[:5])
             if missing == "error":
                 raise ValueError(f"{report.missing_images} corpus images are not in the feature store, e.g. "
                                  f"{', '.join(report.missing_examples)}")

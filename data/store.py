@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from .files import publish
+from .files import building, publish
 from .files import read_manifest as _read_manifest
 from .features import DTYPE_CODES, FORMAT, MAX_REGIONS, BadRecord, RegionRecord, check_record, decode, encode, iter_sources
 
@@ -48,72 +47,66 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():  # left by a build that was killed
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    # The map size only reserves address space: the file grows with what is written.
-    env = lmdb.open(str(partial), map_size=1 << 40, subdir=True, lock=True, readahead=False, meminit=False)
-    count = checksum = 0
-    feat_dim: int | None = None
-    bad: list[str] = []
-    regions = [MAX_REGIONS, 0]
-    label_ids = {"objects": 0, "attributes": 0}  # one past the largest object and attribute id
-    started = time.perf_counter()
-    try:
-        txn = env.begin(write=True)
-        bar = tqdm(iter_sources(tsv, npz_dirs), unit="img", desc=f"building {out.name}", disable=not progress,
-                   file=sys.stderr, mininterval=0.5)
-        for where, rec in bar:
-            if not isinstance(rec, BadRecord):
-                try:
-                    check_record(rec, f"{where}: img_id {rec.img_id!r}", feat_dim)
-                except BadRecord as exc:
-                    rec = exc
-            if isinstance(rec, BadRecord):
-                if not skip_bad:
-                    raise rec
-                bad.append(str(rec))
-                continue
-            key, value = rec.img_id.encode(), encode(rec, dtype)
-            if not txn.put(key, value, overwrite=False):
-                problem = f"{where}: img_id {rec.img_id!r}: duplicate img_id (already in the store)"
-                if not skip_bad:
-                    raise BadRecord(problem)
-                bad.append(problem)
-                continue
-            feat_dim = rec.features.shape[1]
-            regions = [min(regions[0], rec.num_boxes), max(regions[1], rec.num_boxes)]
-            for name, ids in (("objects", rec.objects_id), ("attributes", rec.attrs_id)):
-                if ids.size:
-                    label_ids[name] = max(label_ids[name], int(ids.max()) + 1)
-            checksum = (checksum + _digest(key, value)) % (1 << 128)
-            count += 1
-            if count % commit_every == 0:  # bounded memory: commit in chunks
-                txn.commit()
-                txn = env.begin(write=True)
-        txn.commit()
-        bar.close()
-        if count == 0:
-            raise BadRecord("no valid records in the inputs")
-        manifest = {
-            "format": FORMAT, "count": count, "feature_dim": feat_dim, "dtype": dtype,
-            "regions": {"min": regions[0], "max": regions[1]}, "label_ids": label_ids,
-            "sources": [str(Path(p).resolve()) for p in tsv] + [str(Path(d).resolve()) for d in npz_dirs],
-            "checksum": f"{checksum:032x}", "skipped": len(bad), "skipped_examples": bad[:20],
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        env.sync(True)
-        env.close()
-        (partial / "lock.mdb").unlink(missing_ok=True)
-        publish(partial, out, manifest)
-        return manifest
-    except BaseException:
+    with building(out) as partial:  # removed if anything below fails
+        # The map size only reserves address space: the file grows with what is written.
+        env = lmdb.open(str(partial), map_size=1 << 40, subdir=True, lock=True, readahead=False, meminit=False)
+        count = checksum = 0
+        feat_dim: int | None = None
+        bad: list[str] = []
+        regions = [MAX_REGIONS, 0]
+        label_ids = {"objects": 0, "attributes": 0}  # one past the largest object and attribute id
+        started = time.perf_counter()
         try:
+            txn = env.begin(write=True)
+            bar = tqdm(iter_sources(tsv, npz_dirs), unit="img", desc=f"building {out.name}", disable=not progress,
+                       file=sys.stderr, mininterval=0.5)
+            for where, rec in bar:
+                if not isinstance(rec, BadRecord):
+                    try:
+                        check_record(rec, f"{where}: img_id {rec.img_id!r}", feat_dim)
+                    except BadRecord as exc:
+                        rec = exc
+                if isinstance(rec, BadRecord):
+                    if not skip_bad:
+                        raise rec
+                    bad.append(str(rec))
+                    continue
+                key, value = rec.img_id.encode(), encode(rec, dtype)
+                if not txn.put(key, value, overwrite=False):
+                    problem = f"{where}: img_id {rec.img_id!r}: duplicate img_id (already in the store)"
+                    if not skip_bad:
+                        raise BadRecord(problem)
+                    bad.append(problem)
+                    continue
+                feat_dim = rec.features.shape[1]
+                regions = [min(regions[0], rec.num_boxes), max(regions[1], rec.num_boxes)]
+                for name, ids in (("objects", rec.objects_id), ("attributes", rec.attrs_id)):
+                    if ids.size:
+                        label_ids[name] = max(label_ids[name], int(ids.max()) + 1)
+                checksum = (checksum + _digest(key, value)) % (1 << 128)
+                count += 1
+                if count % commit_every == 0:  # bounded memory: commit in chunks
+                    txn.commit()
+                    txn = env.begin(write=True)
+            txn.commit()
+            bar.close()
+            if count == 0:
+                raise BadRecord("no valid records in the inputs")
+            manifest = {
+                "format": FORMAT, "count": count, "feature_dim": feat_dim, "dtype": dtype,
+                "regions": {"min": regions[0], "max": regions[1]}, "label_ids": label_ids,
+                "sources": [str(Path(p).resolve()) for p in tsv] + [str(Path(d).resolve()) for d in npz_dirs],
+                "checksum": f"{checksum:032x}", "skipped": len(bad), "skipped_examples": bad[:20],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            env.sync(True)
             env.close()
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-        raise
+            (partial / "lock.mdb").unlink(missing_ok=True)
+            publish(partial, out, manifest)
+            return manifest
+        except BaseException:
+            env.close()
+            raise
 
 
 def read_manifest(path: Path) -> dict:

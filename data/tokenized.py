@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import publish, read_json
+from .files import building, publish, read_json
 from .files import read_manifest as _read_manifest
 from .answers import AnswerTable
 from .evaluation import question_type
@@ -118,7 +117,8 @@ def _pieces(tokenizer, sentences: list[str]) -> list[list[int]]:
     building a dict of every encoding: that was 40% of a build)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and backend.truncation is None and backend.padding is None:
-        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # _fast: no character offsets (tokenizers >= 0.21)
+        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
         return [e.ids for e in encode(sentences, add_special_tokens=False)]
     return tokenizer(sentences, add_special_tokens=False, return_attention_mask=False,
                      return_token_type_ids=False)["input_ids"]
@@ -329,11 +329,7 @@ def build_corpus(out: str | os.PathLike, paths: Sequence[str | os.PathLike], ans
         np.cumsum([len(p) for p in parts], out=offsets[1:])
         arrays[f"{name}_offsets"] = offsets
 
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():  # left by a build that was killed
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
+    with building(out) as partial:  # removed if anything below fails
         files = {}
         for name, array in arrays.items():
             np.save(partial / f"{name}.npy", np.ascontiguousarray(array))
@@ -355,9 +351,6 @@ def build_corpus(out: str | os.PathLike, paths: Sequence[str | os.PathLike], ans
         }
         publish(partial, out, manifest)
         return manifest
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
 
 
 def _narrow(offsets: np.ndarray) -> np.ndarray:
@@ -367,7 +360,8 @@ def _narrow(offsets: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- reading
 def is_corpus(path: str | os.PathLike) -> bool:
-    """A directory holding a corpus manifest (complete or not: :func:`read_manifest` says which)."""
+    """A directory (or an unfinished build of one): given where JSON files may be, it is taken for a
+    corpus, and :func:`read_manifest` says what is wrong with it if it is not a complete one."""
     path = Path(path)
     return path.is_dir() or path.with_name(path.name + ".partial").is_dir()
 

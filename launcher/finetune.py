@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     from data.sampler import ResumableSampler
 
     valid = data.splits.get("valid")
-    prior = prior_scores(ft.task, data)
-    if prior is not None and rank == 0:
+    prior = prior_scores(ft.task, data) if rank == 0 else None  # only rank 0 logs and writes results
+    if prior is not None:
         what = "the more frequent training label" if ft.task == "nlvr2" else "each question type's most frequent training answer"
         shown = ", ".join(f"{k} {v:.4f}" for k, v in prior.items())
         print(f"answer prior on the valid split ({what}, never looking at the image): {shown}", flush=True)
