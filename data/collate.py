@@ -120,6 +120,11 @@ class _Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def has_examples(self) -> dict[str, Tensor]:
+        """For each loss that a batch can hold no example of: whether this one holds any (a 0-d
+        tensor on the batch's device, so that asking never waits for the device)."""
+        return {}
+
 
 @dataclass
 class PretrainingBatch(_Batch):
@@ -135,7 +140,7 @@ class PretrainingBatch(_Batch):
     attr_weights: Tensor
     feat_targets: Tensor  # (B, R, D) original features
     feat_mask: Tensor  # (B, R) 1 = masked region
-    matched_label: Tensor  # (B,)
+    matched_label: Tensor  # (B,) 1 matched, 0 mismatched, -100 = matching off
     ans: Tensor  # (B,) answer id, -100 = none
 
     def model_inputs(self) -> dict:
@@ -147,6 +152,13 @@ class PretrainingBatch(_Batch):
             obj_labels={"obj": (self.obj_ids, self.obj_weights), "attr": (self.attr_ids, self.attr_weights),
                         "feat": (self.feat_targets, self.feat_mask)},
         )
+
+    def has_examples(self) -> dict[str, Tensor]:
+        """Which objectives this batch holds a target of (captions only: no question; an objective
+        switched off: none); a loss without one is a 0 that counts for nothing."""
+        return {"mlm": (self.labels != -100).any(), "matched": (self.matched_label >= 0).any(),
+                "obj": (self.obj_weights > 0).any(), "attr": (self.attr_weights > 0).any(),
+                "feat": (self.feat_mask > 0).any(), "qa": (self.ans >= 0).any()}
 
 
 def collate_pretraining(examples: list[dict], pack: bool = True) -> PretrainingBatch:

@@ -96,5 +96,7 @@ class PretrainingDataset(Dataset):
             "input_ids": inputs, "labels": labels, "visual_feats": masked_feats, "visual_pos": boxes,
             "obj_ids": torch.from_numpy(rec.objects_id.astype("int64")), "obj_weights": obj_conf,
             "attr_ids": torch.from_numpy(rec.attrs_id.astype("int64")), "attr_weights": attr_conf,
-            "feat_targets": feats, "feat_mask": mask, "matched_label": matched, "ans": ans,
+            "feat_targets": feats, "feat_mask": mask, "ans": ans,
+            # matching off: no target (a label 1 on every pair would still train the head and the pooler)
+            "matched_label": matched if obj.matching else IGNORE,
         }

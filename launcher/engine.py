@@ -25,7 +25,10 @@ def init_distributed() -> tuple[int, int]:
     if single:  # a plain process: a one-rank group on a free local port
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=not single, verbose=False)
+    # mpirun: DeepSpeed's MPI discovery sets MASTER_PORT to its argument, 29500 unless told: the
+    # user's MASTER_PORT (`mpirun -x MASTER_PORT=...`) is that argument, so two jobs can share a node
+    port = int(os.environ.get("MASTER_PORT", 29500))
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=not single, distributed_port=port, verbose=False)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()

@@ -60,7 +60,9 @@ def loader(dataset, sampler, run, batch_size: int, collate: Callable, drop_last:
 
 
 class Meter:
-    """Sums of the named losses (and the total) between log points, averaged across ranks when read.
+    """Sums of the named losses (and the total) between log points, averaged across ranks when read;
+    each loss over the steps that computed it on at least one example (``batch.has_examples()``),
+    and absent, not 0, when none did (its objective off, or no example for it).
     ``apart`` gives the seconds spent aside so far (validation, checkpoints: ``Throughput.apart_total``),
     which samples/s and the data-wait share leave out."""
 
@@ -69,24 +71,27 @@ class Meter:
         self.reset()
 
     def reset(self) -> None:
-        # named losses, total, count: summed on the device, so that a step never waits for the GPU
-        self.sums = torch.zeros(len(self.names) + 2, dtype=torch.float64, device=self.device)
+        # named losses, the steps that computed each, total, count: summed on the device, so that a
+        # step never waits for the GPU
+        self.sums = torch.zeros(2 * len(self.names) + 2, dtype=torch.float64, device=self.device)
         self.samples = 0
         self.data_wait = 0.0  # seconds spent waiting for the next batch
         self.start, self.apart_at_start = time.perf_counter(), self.apart()
 
-    def add(self, out, batch_size: int) -> None:
-        zero = torch.zeros((), device=self.device)
+    def add(self, out, batch) -> None:
+        zero, one = torch.zeros((), device=self.device), torch.ones((), device=self.device)
         losses = getattr(out, "losses", None) or {}
-        values = [losses[name].detach().double() if name in losses else zero for name in self.names]
-        self.sums += torch.stack([*values, out.loss.detach().double(), torch.ones((), device=self.device)]).double()
-        self.samples += batch_size
+        has = batch.has_examples()
+        present = [has[name].double() if name in has else one if name in losses else zero for name in self.names]
+        values = [losses[name].detach().double() * p if name in losses else zero for name, p in zip(self.names, present)]
+        self.sums += torch.stack([*values, *present, out.loss.detach().double(), one]).double()
+        self.samples += len(batch)
 
     def read(self) -> dict[str, float]:
         sums = self.sums.clone()
         dist.all_reduce(sums)
-        n = max(sums[-1].item(), 1)
-        values = {f"loss/{name}": sums[i].item() / n for i, name in enumerate(self.names)}
+        n, k = max(sums[-1].item(), 1), len(self.names)
+        values = {f"loss/{name}": sums[i].item() / sums[k + i].item() for i, name in enumerate(self.names) if sums[k + i] > 0}
         values["loss/total"] = sums[-2].item() / n
         samples = torch.tensor([float(self.samples)], device=self.device)
         dist.all_reduce(samples)
@@ -310,7 +315,7 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
             boundary = engine.is_gradient_accumulation_boundary()
             engine.step()
             sampler.advance(micro)
-            meter.add(out, len(batch))
+            meter.add(out, batch)
             beat()
             if not boundary:
                 continue

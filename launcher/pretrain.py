@@ -112,7 +112,7 @@ def validate(engine, batches, run: RunConfig) -> dict[str, float]:
             break
         batch = batch.to(engine.device)
         out = engine(**batch.model_inputs())
-        meter.add(out, len(batch))
+        meter.add(out, batch)
         has_answer = batch.ans != -100
         if out.question_answering_score is not None:
             counts[0] += (out.question_answering_score.argmax(-1)[has_answer] == batch.ans[has_answer]).sum().item()

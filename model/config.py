@@ -171,10 +171,14 @@ class LxmertConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's configuration: about 228.05 M parameters with all pre-training heads.
     "base": {},
-    # A few hundred thousand parameters; region features keep their real width.
+    # A few hundred thousand parameters; region features keep their real width. BERT's
+    # initializer_range of 0.02 is set for width 768, where a projection's gain (0.02 x sqrt(768))
+    # is 0.55; at width 64 it is 0.16 and the image reaches the words through two of them (value,
+    # output) at 3% of the residual: masked words never learn to look, and matching stays at chance
+    # (README, "Does pre-training ground words in regions?"). The same gain at width 64: 0.02 x sqrt(768 / 64).
     "tiny": dict(
         vocab_size=512, hidden_size=64, num_attention_heads=4, intermediate_size=128,
         l_layers=2, r_layers=1, x_layers=2, max_position_embeddings=64,
-        num_qa_labels=32, num_object_labels=40, num_attr_labels=16,
+        num_qa_labels=32, num_object_labels=40, num_attr_labels=16, initializer_range=0.069,
     ),
 }

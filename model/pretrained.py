@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from . import weights as W
 from .config import NATIVE_FORMAT, LxmertConfig
 from .heads import MaskedLMHead
+from .layers import VisualEmbeddings
 
 M = TypeVar("M", bound="LxmertPreTrainedModel")
 #: Top-level module names that hold heads in any of the models (the rest is the encoder).
@@ -33,7 +34,7 @@ class LxmertPreTrainedModel(nn.Module):
 
     # -------------------------------------------------------------- init
     def init_weights(self) -> None:
-        """BERT's initialisation: N(0, initializer_range) weights, zero biases, unit norms."""
+        """BERT's initialisation: N(0, initializer_range) weights, zero biases (but the region projection's), unit norms."""
         std = self.config.initializer_range
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -49,6 +50,12 @@ class LxmertPreTrainedModel(nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, MaskedLMHead):
                 nn.init.zeros_(module.bias)
+        for module in self.modules():
+            # A masked region's features are zeros, so its projection is the bias alone: with BERT's zero
+            # bias LayerNorm divides by sqrt(eps) = 1e-6, and the bias's gradient overflows fp16 (and
+            # dwarfs every other in fp32) until the bias moves. A random bias gives the row a spread.
+            if isinstance(module, VisualEmbeddings):
+                nn.init.normal_(module.feat_proj.bias, 0.0, std)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

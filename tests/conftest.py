@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -91,6 +92,12 @@ def launch_world(tmp_path_factory):
     build_store(root / "world" / "store", [root / "world" / "features" / "train.tsv",
                                            root / "world" / "features" / "val.tsv"], progress=False)
     return root
+
+
+def train_sentences(world: Path) -> int:
+    """The sentences of ``launch_world``'s pre-training corpus, all sources."""
+    rows = json.loads((world / "world" / "lxmert" / "train.json").read_text())
+    return sum(len(sents) for row in rows for sents in row["sentf"].values())
 
 
 def run_args(world: Path, run_dir: Path, ds: str, *extra: str) -> list[str]:

@@ -15,7 +15,7 @@ from data.objectives import ObjectiveConfig, mask_regions, mask_tokens, sample_a
 from data.pretraining import PretrainingDataset
 from data.sampler import ResumableSampler
 from data.store import FeatureStore, build_store
-from data.synth import write_world
+from data.synth import NLVR2_PAIRS, write_world
 from data.tokenize import load_tokenizer
 from launcher.processes import worker_context
 
@@ -118,6 +118,9 @@ def test_examples_matching_and_qa(world):
     n = len(ds)
     matched = kept_own_sentence = qa_on_mismatch = qa_on_caption = 0
     tok = ds.tokenizer
+    images_of: dict[str, set] = {}  # a caption ("there are two cubes") can describe several images
+    for item in ds.pairs.items:
+        images_of.setdefault(item.sent, set()).add(item.img_id)
     for i in range(n):
         ex = ds[(0, i)]
         item = ds.pairs.items[i]
@@ -126,7 +129,8 @@ def test_examples_matching_and_qa(world):
             original = tok(item.sent, truncation=True, max_length=20)["input_ids"]
             labels = ex["labels"]
             restored = torch.where(labels != -100, labels, ex["input_ids"]).tolist()
-            kept_own_sentence += restored == original  # a mismatched pair must carry another sentence
+            # a mismatched pair must carry another image's sentence
+            kept_own_sentence += restored == original and images_of[item.sent] == {item.img_id}
             qa_on_mismatch += ex["ans"] != -100
         if item.source == "mscoco":
             qa_on_caption += ex["ans"] != -100
@@ -136,6 +140,20 @@ def test_examples_matching_and_qa(world):
     with_answer = [ds[(0, i)] for i in qa_items]
     got = [ex["ans"] for ex in with_answer if ex["matched_label"]]
     assert got and all(a != -100 for a in got)
+
+
+def test_objectives_switched_off_leave_no_target(world):
+    """Matching off: every pair keeps its sentence and carries no matching target (not a label 1 that
+    would still train the head); visual off: no region weighs in the label or feature losses; the
+    batch says which objectives it holds a target of."""
+    ds = make_dataset(world, ObjectiveConfig(matching=False, visual=False))
+    examples = [ds[(0, i)] for i in range(16)]
+    assert all(ex["matched_label"] == -100 for ex in examples)
+    assert all(not ex["obj_weights"].any() and not ex["feat_mask"].any() for ex in examples)
+    has = {k: bool(v) for k, v in collate_pretraining(examples).has_examples().items()}
+    assert has == {"mlm": True, "matched": False, "obj": False, "attr": False, "feat": False, "qa": has["qa"]}
+    on = {k: bool(v) for k, v in collate_pretraining([make_dataset(world)[(0, i)] for i in range(16)]).has_examples().items()}
+    assert on["matched"] and on["obj"] and on["feat"] and on["mlm"]
 
 
 def test_mismatched_sentences_come_from_other_images(world):
@@ -401,6 +419,56 @@ def test_synthetic_world_is_the_same_on_every_run(tmp_path):
     assert len(files) > 10 and Path("vocab.txt") in files
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_synthetic_world_needs_the_image(tmp_path):
+    """Questions on attributes, counts, existence and relations, balanced within each question type
+    (no answer of a type more frequent than chance among its answers, so the prior is chance);
+    captions that name objects, attributes and relations; NLVR2 statements over two images of its
+    own, named by NLVR2's convention, each sentence with NLVR2_PAIRS image pairs, labels balanced."""
+    from collections import Counter, defaultdict
+
+    from data.evaluation import prior_predictions, question_type, scores
+    from data.synth import COLOURS
+
+    info = write_world(tmp_path, images=300, feat_dim=8, regions=16, progress=False)
+    for split in ("train", "minival"):
+        rows = json.loads((tmp_path / "vqa" / f"{split}.json").read_text())
+        by_type: dict[str, Counter] = defaultdict(Counter)
+        for r in rows:
+            by_type[question_type(r)][max(r["label"], key=r["label"].get)] += 1
+        assert set(by_type) == {"what color", "how many", "is there", "what is", "is the"}, sorted(by_type)
+        for kind, answers in by_type.items():
+            assert len(answers) >= 2 and max(answers.values()) * len(answers) == sum(answers.values()), (kind, answers)
+        assert set(by_type["what color"]) <= set(COLOURS) and set(by_type["how many"]) <= set("01234")
+        assert set(by_type["is there"]) == set(by_type["is the"]) == {"yes", "no"}
+    train = json.loads((tmp_path / "vqa" / "train.json").read_text())
+    valid = json.loads((tmp_path / "vqa" / "minival.json").read_text())
+    labels = json.loads((tmp_path / "vqa" / "trainval_ans2label.json").read_text())
+    prior = scores("vqa", prior_predictions("vqa", train, valid, labels), valid)["accuracy"]
+    assert prior < 0.45, prior  # a balanced world's prior: 1/2 for yes/no, 1/5 counts, 1/8 colours, 1/12 classes
+
+    corpus = json.loads((tmp_path / "lxmert" / "train.json").read_text())
+    captions = [c for e in corpus for c in e["sentf"]["mscoco"]]
+    assert any(" is left of the " in c or " is right of the " in c for c in captions)
+    assert any(c.startswith("there are two ") for c in captions) and any(" small " in c for c in captions)
+    assert sum(len(e["sentf"].get("vqa", [])) for e in corpus) > 0 and len(corpus) == info["train_images"]
+
+    store = build_store(tmp_path / "store", [tmp_path / "features" / "train.tsv", tmp_path / "features" / "val.tsv"],
+                        progress=False)
+    assert store["count"] == info["images"] + info["nlvr2_images"]
+    pretraining_images = {e["img_id"] for e in corpus}
+    for split, prefix in (("train", "train"), ("valid", "dev")):
+        rows = json.loads((tmp_path / "nlvr2" / f"{split}.json").read_text())
+        sentences = defaultdict(set)
+        for r in rows:
+            fields = r["identifier"].split("-")
+            assert fields[0] == prefix and len(fields) == 4, r["identifier"]
+            assert (r["img0"], r["img1"]) == (f"{'-'.join(fields[:3])}-img0", f"{'-'.join(fields[:3])}-img1")
+            assert r["img0"] not in pretraining_images
+            sentences["-".join(fields[:2] + fields[3:])].add(r["sent"])
+        assert all(len(s) == 1 for s in sentences.values()) and len(rows) == NLVR2_PAIRS * len(sentences)
+        assert 0.35 < sum(r["label"] for r in rows) / len(rows) < 0.65
 
 
 def test_tokenizer_errors_name_the_value():

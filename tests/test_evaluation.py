@@ -111,12 +111,12 @@ def test_finetune_config_recipes_and_errors(tmp_path):
 
 def test_synthetic_nlvr2_shows_each_sentence_with_several_image_pairs(tmp_path):
     """The synthetic world follows NLVR2's identifiers, so that its consistency means something:
-    each sentence with 3 image pairs (one text, distinct pairs), labelled pair by pair."""
+    each sentence with NLVR2_PAIRS image pairs (one text, distinct pairs), labelled pair by pair."""
     import json
     from collections import defaultdict
 
     from data.evaluation import sentence_of
-    from data.synth import write_world
+    from data.synth import NLVR2_PAIRS, write_world
 
     write_world(tmp_path / "w", images=40, feat_dim=8, regions=10, progress=False)
     for split in ("train", "valid"):
@@ -124,9 +124,10 @@ def test_synthetic_nlvr2_shows_each_sentence_with_several_image_pairs(tmp_path):
         groups = defaultdict(list)
         for row in rows:
             groups[sentence_of(row["identifier"])].append(row)
-        assert len(groups) == len(rows) // 3 and all(len(g) == 3 for g in groups.values())
+        assert NLVR2_PAIRS >= 2 and all(len(g) == NLVR2_PAIRS for g in groups.values())
+        assert len(groups) == len(rows) // NLVR2_PAIRS
         for group in groups.values():
-            assert len({r["sent"] for r in group}) == 1 and len({(r["img0"], r["img1"]) for r in group}) == 3
+            assert len({r["sent"] for r in group}) == 1 and len({(r["img0"], r["img1"]) for r in group}) == NLVR2_PAIRS
         mixed = sum(len({r["label"] for r in g}) == 2 for g in groups.values())
         assert 0 < mixed < len(groups), mixed  # consistency differs from accuracy
 

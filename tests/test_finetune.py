@@ -56,6 +56,11 @@ def finetune(*args: str) -> subprocess.CompletedProcess:
     return run([sys.executable, str(ROOT / "launcher" / "finetune.py"), *args])
 
 
+def vqa_labels(root: Path) -> int:
+    """The synthetic world's VQA labels: each one is in the pre-training answer table."""
+    return len(json.loads((root / "world" / "vqa" / "trainval_ans2label.json").read_text()))
+
+
 def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
@@ -64,7 +69,7 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
     """The paper's central ablation in small: the same fine-tuning budget (the VQA recipe: 4 epochs,
     batch 32, lr 5e-5, fixed seeds) from the pre-trained checkpoint and from scratch."""
     out = finetune(*finetune_args(pretrained, "vqa", tmp_path / "pre"))
-    assert "answer head: 26 of 26 labels mapped" in out.stdout
+    assert f"answer head: {vqa_labels(pretrained)} of {vqa_labels(pretrained)} labels mapped" in out.stdout
     finetune(*finetune_args(pretrained, "vqa", tmp_path / "scratch", "model.init_from=none"))
     pre, scratch = results(tmp_path / "pre")["valid"]["accuracy"], results(tmp_path / "scratch")["valid"]["accuracy"]
     print(f"VQA accuracy on the synthetic minival: pre-trained {pre:.4f}, from scratch {scratch:.4f}")
@@ -163,7 +168,8 @@ def test_preempted_finetuning_resumes_to_the_same_best_model(pretrained, tmp_pat
     import signal
     import time
 
-    args = ("train.epochs=2", "log.every=1")
+    # lr 3e-3: too high for the second epoch to improve on the first (seen: 30.4% then 29.2%)
+    args = ("train.epochs=2", "log.every=1", "train.lr=3e-3")
     finetune(*finetune_args(pretrained, "vqa", tmp_path / "straight", *args))
     run_dir = tmp_path / "run"
     proc = procs.start([sys.executable, str(ROOT / "launcher" / "finetune.py"),
@@ -201,7 +207,8 @@ def test_finetune_from_hugging_face_and_original_checkpoints(pretrained, tmp_pat
     for name, init in (("native", pretrained / "model"), ("hf", tmp_path / "hf"), ("original", tmp_path / "Epoch06_LXRT.pth")):
         out = finetune(*finetune_args(pretrained, "vqa", tmp_path / name, f"model.init_from={init}", answers,
                                       "train.max_steps=4", "data.valid=[]", *([heads] if name == "original" else [])))
-        assert "answer head: 26 of 26 labels mapped" in out.stdout, out.stdout[-2000:]
+        labels = vqa_labels(pretrained)
+        assert f"answer head: {labels} of {labels} labels mapped" in out.stdout, out.stdout[-2000:]
         trace[name] = (tmp_path / name / "losses.txt").read_text()
     assert len(trace["native"].splitlines()) == 4
     assert trace["hf"] == trace["native"] and trace["original"] == trace["native"]

@@ -16,7 +16,7 @@ import procs
 import pytest
 import torch
 
-from conftest import run_args
+from conftest import run_args, train_sentences
 from launcher.config import load_config, reconcile_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +48,12 @@ def world(launch_world):
 def launch(kind: str, args: list[str], nproc: int = 2, script: str = "launcher/pretrain.py",
            environ: dict | None = None) -> subprocess.CompletedProcess:
     script = str(ROOT / script)
+    port = str(30500 + os.getpid() % 1000)  # not the default 29500, which another job may hold
     if kind == "deepspeed":
-        cmd = [str(BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(29500 + os.getpid() % 1000), script, *args]
-    elif kind == "mpirun":
-        cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(nproc), sys.executable, script, *args]
+        cmd = [str(BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", port, script, *args]
+    elif kind == "mpirun":  # the port as the README says to pass it; rank 0 would fail to bind 29500 if taken
+        cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(nproc), "-x", f"MASTER_PORT={port}",
+               sys.executable, script, *args]
     else:
         cmd = [sys.executable, script, *args]
     return procs.run(cmd, environ=environ)
@@ -91,7 +93,7 @@ def test_two_ranks_train_log_and_consolidate(world, tmp_path, kind, ds):
     assert set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")) <= segments
     trace = losses(run_dir)
     values = list(trace.values())
-    assert len(values) == 4 * (512 // 16) and all(torch.isfinite(torch.tensor(values)))
+    assert len(values) == 4 * (train_sentences(world) // 16) and all(torch.isfinite(torch.tensor(values)))
     assert sum(values[-8:]) / 8 < sum(values[:8]) / 8 - 1.0  # decreasing
     tags = scalars(run_dir)
     for name in ("mlm", "matched", "obj", "attr", "feat", "qa", "total"):
@@ -273,11 +275,12 @@ def test_meter_rate_leaves_out_time_aside(monkeypatch):
         tp = loop.Throughput(global_batch=8, clock=lambda: now[0])
         meter = loop.Meter(torch.device("cpu"), apart=lambda: tp.apart_total)
         out = type("Out", (), {"loss": torch.tensor(2.0), "losses": {}})()
-        meter.add(out, 8)
+        batch = type("Batch", (), {"__len__": lambda self: 8, "has_examples": lambda self: {}})()
+        meter.add(out, batch)
         now[0] = 102.0
         with tp.aside("checkpoint"):
             now[0] = 108.0
-        meter.add(out, 8)
+        meter.add(out, batch)
         meter.data_wait = 0.5
         now[0] = 110.0
         values = meter.read()
@@ -346,18 +349,20 @@ def test_bad_inputs_fail_before_heavy_work(world, tmp_path):
 
 
 def test_a_metric_without_examples_is_absent(world, tmp_path):
-    """Validation on captions only (data.sources=[mscoco]): the QA accuracy is not logged (not 0);
-    the matching accuracy on the held-out pairs is, on the console too. Without the matching
-    objective (every pair matched) it is absent."""
+    """Validation on captions only (data.sources=[mscoco]): the QA accuracy and loss are not logged
+    (not 0); the matching accuracy on the held-out pairs is, on the console too. Without the
+    matching objective (every pair matched) its accuracy and loss are absent."""
     out = launch("python", run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=2",
                                     "data.sources=[mscoco]"))
     tags = scalars(tmp_path / "run")
     assert "valid/mlm" in tags and "valid/qa_accuracy" not in tags and "valid/matched_accuracy" in tags
+    assert "loss/qa" not in tags and "valid/qa" not in tags and "loss/matched" in tags  # no QA example: no QA loss
     shown = re.findall(r"step 2: .*valid/matched_accuracy ([0-9.]+)", out.stdout)
     assert shown and tb_scalar(tmp_path / "run", "valid/matched_accuracy")[2] == pytest.approx(float(shown[-1]), abs=1e-4)
     launch("python", run_args(world, tmp_path / "run2", "zero2_fp32.json", "train.max_steps=2", "objectives.matching=false"))
     tags = scalars(tmp_path / "run2")
     assert "valid/mlm" in tags and "valid/qa_accuracy" in tags and "valid/matched_accuracy" not in tags
+    assert "loss/matched" not in tags and "valid/matched" not in tags and "loss/qa" in tags
 
 
 def tb_scalar(run_dir: Path, tag: str) -> dict[int, float]:
@@ -371,23 +376,26 @@ def tb_scalar(run_dir: Path, tag: str) -> dict[int, float]:
 NO_DROPOUT = ("model.overrides.hidden_dropout_prob=0.0", "model.overrides.attention_probs_dropout_prob=0.0")
 
 
+#: The objectives whose losses average over a fixed count per rank (MLM and QA average over each
+#: rank's own targets: a mean of means at 2 ranks, which 1 rank with twice the batch does not take).
+FIXED_COUNT = ("objectives.mlm=false", "objectives.qa=false")
+
+
 def test_data_parallel_matches_one_rank_with_twice_the_batch(world, tmp_path):
     """2 ranks x micro batch 8 see, step by step, the same 16 examples as 1 rank x 16 (same
-    permutation, interleaved shards, per-example seeds). Without dropout, in fp32:
-    - at step 1 (same weights) the objectives averaged over a fixed count per rank (matched over
-      examples; obj, attr, feat over regions) agree to 1e-5 relative;
-    - MLM and QA average over each rank's own targets before DeepSpeed averages the ranks (a mean of
-      means), so the total loss trajectory agrees to 2% relative over 10 steps (seen: under 0.6%)."""
-    common = ("train.max_steps=10", "log.every=1", "train.global_batch_size=16", *NO_DROPOUT)
+    permutation, interleaved shards, per-example seeds). Without dropout, in fp32, with the
+    objectives that average over a fixed count per rank (matched over examples; obj, attr, feat over
+    regions; MLM and QA average over each rank's own targets before DeepSpeed averages the ranks, a
+    mean of means that 1 rank does not take), every loss agrees at every step to 1e-4 relative."""
+    common = ("train.max_steps=10", "log.every=1", "train.global_batch_size=16", *NO_DROPOUT, *FIXED_COUNT)
     launch("deepspeed", run_args(world, tmp_path / "two", "zero2_fp32.json", *common, "train.micro_batch_size=8"))
     launch("python", run_args(world, tmp_path / "one", "zero2_fp32.json", *common, "train.micro_batch_size=16"), nproc=1)
-    for name in ("matched", "obj", "attr", "feat"):
+    assert "loss/mlm" not in scalars(tmp_path / "one")
+    for name in ("matched", "obj", "attr", "feat", "total"):
         two, one = tb_scalar(tmp_path / "two", f"loss/{name}"), tb_scalar(tmp_path / "one", f"loss/{name}")
-        assert two[1] == pytest.approx(one[1], rel=1e-5), name
-    two, one = tb_scalar(tmp_path / "two", "loss/total"), tb_scalar(tmp_path / "one", "loss/total")
-    assert sorted(two) == sorted(one) == list(range(1, 11))
-    for step in one:
-        assert two[step] == pytest.approx(one[step], rel=2e-2), step
+        assert sorted(two) == sorted(one) == list(range(1, 11))
+        for step in one:
+            assert two[step] == pytest.approx(one[step], rel=1e-4), (name, step)
 
 
 def consolidated_equals_live(run_dir: Path, live: Path, tag: str, out: Path):
@@ -494,7 +502,7 @@ def test_resume_at_one_rank_from_a_two_rank_checkpoint(world, tmp_path):
     exactly what the engine held at that step (gathered in the run); a 1-rank run resumes from it
     with the same global batch."""
     run_dir = tmp_path / "run"
-    common = ("train.max_steps=8", "checkpoint.every=4", "log.every=1", *NO_DROPOUT)
+    common = ("train.max_steps=8", "checkpoint.every=4", "log.every=1", *NO_DROPOUT, *FIXED_COUNT)
     launch("deepspeed", run_args(world, run_dir, "zero2_fp32.json", *common), script="tests/live_state.py",
            environ=procs.env(LIVE_STATE_DIR=str(tmp_path), LIVE_STATE_MOMENTS="1"))
     two_rank = tb_scalar(run_dir, "loss/total")
@@ -515,11 +523,10 @@ def test_resume_at_one_rank_from_a_two_rank_checkpoint(world, tmp_path):
     assert "resumed from" in resumed.stdout and "step4_universal at step 4" in resumed.stdout
     one_rank = tb_scalar(run_dir, "loss/total")
     assert sorted(one_rank) == [5, 6, 7, 8]
-    # Same weights, moments and examples, no dropout; but the losses are not the same sums: MLM and QA
-    # average over each rank's own targets before the ranks are averaged (a mean of means) at 2 ranks,
-    # over all targets at once at 1 rank. Seen: under 0.6% apart (test_data_parallel_... bounds it at 2%).
+    # same weights, moments and examples, no dropout, objectives averaged over fixed counts: the losses
+    # of the uninterrupted 2-rank run (test_data_parallel_matches_one_rank_with_twice_the_batch)
     for step in (5, 6, 7, 8):
-        assert one_rank[step] == pytest.approx(two_rank[step], rel=2e-2), step
+        assert one_rank[step] == pytest.approx(two_rank[step], rel=1e-4), step
 
 
 def test_the_object_and_attribute_heads_fit_the_stores_labels(world, tmp_path):
@@ -574,7 +581,8 @@ def test_pretraining_reads_a_built_corpus_exactly_as_the_json(world, tmp_path, s
     run_dir = tmp_path / "run"
     out = launch("python", run_args(world, run_dir, "zero2_fp32.json", *RESUME, f"data.train=[{corpora['train']}]",
                                     f"data.valid=[{corpora['valid']}]"), nproc=1)
-    assert "pre-training corpus: 512 sentences on 64 images" in out.stdout, out.stdout[-2000:]
+    rows = json.loads((w / "lxmert" / "train.json").read_text())
+    assert f"pre-training corpus: {train_sentences(world)} sentences on {len(rows)} images" in out.stdout, out.stdout[-2000:]
     assert losses(run_dir) == losses(straight_run)
     assert "valid/mlm" in scalars(run_dir)
 

@@ -283,16 +283,24 @@ def test_training_step_under_autocast():
 
 
 def test_fp16_gradients_stay_finite_for_zeroed_regions():
-    """A masked region's features are zeros; with a zero feature bias its projection has no variance,
-    and with eps=1e-12 LayerNorm's 1/sqrt(var + eps) = 1e6 overflows fp16 unless normalised in fp32."""
-    net = tiny().half().train()
-    batch = make_batch(net.config)
-    batch = {k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
-    batch["visual_feats"][:, :2] = 0
-    out = net(**batch)
-    out.loss.backward()
-    assert out.feat_prediction.dtype == torch.float16
-    assert [n for n, p in net.named_parameters() if not torch.isfinite(p.grad).all()] == []
+    """A masked region's features are zeros; with a zero feature bias (BERT's init, or a checkpoint's)
+    its projection has no variance, and with eps=1e-12 LayerNorm's 1/sqrt(var + eps) = 1e6 overflows
+    fp16 unless normalised in fp32. Our init draws that bias at random: the gradients stay small."""
+    for zero_bias, init in ((True, 0.02), (False, None)):
+        net = tiny(**({"initializer_range": init} if init else {})).half().train()
+        if zero_bias:
+            net.encoder.visual_embeddings.feat_proj.bias.data.zero_()
+        else:
+            assert net.encoder.visual_embeddings.feat_proj.bias.float().std() > 0.5 * net.config.initializer_range
+        batch = make_batch(net.config)
+        batch = {k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
+        batch["visual_feats"][:, :2] = 0
+        out = net(**batch)
+        out.loss.backward()
+        assert out.feat_prediction.dtype == torch.float16
+        assert [n for n, p in net.named_parameters() if not torch.isfinite(p.grad).all()] == []
+        if not zero_bias:
+            assert max(p.grad.float().abs().max() for p in net.parameters()) < 100
 
 
 def test_visual_losses_average_over_real_regions():

@@ -103,7 +103,7 @@ def test_no_rank_forks_and_jobs_exit_cleanly_every_time(world, tmp_path):
             ("deepspeed", pretrain_args(world, tmp_path / "p2", "train.max_steps=4")),
             ("deepspeed", nlvr2_args(world, tmp_path / "n2"))]
     for i, (launcher, args) in enumerate(runs):
-        out = audited(launcher, args, tmp_path / f"audit{i}", 29500 + (os.getpid() + 17 * i) % 1000)
+        out = audited(launcher, args, tmp_path / f"audit{i}", 30500 + (os.getpid() + 17 * i) % 1000)
         assert "terminate called" not in out.stdout + out.stderr, (launcher, args[0], out.stderr[-3000:])
         check_audit(tmp_path / f"audit{i}", ranks=2)
     assert len((tmp_path / "p0" / "losses.txt").read_text().splitlines()) == 12
@@ -115,10 +115,10 @@ def test_user_error_exits_with_its_status(world, tmp_path):
     ends the job with one line and no abort: exit status 2 from each rank that the launcher did
     not stop first."""
     first = audited("deepspeed", pretrain_args(world, tmp_path / "run", "train.max_steps=2"), tmp_path / "a0",
-                    29500 + os.getpid() % 1000)
+                    30500 + os.getpid() % 1000)
     assert "terminate called" not in first.stderr
     again = audited("deepspeed", [*pretrain_args(world, tmp_path / "run", "train.max_steps=2"), "--resume", "none"],
-                    tmp_path / "a1", 29500 + (os.getpid() + 7) % 1000, ok=False)
+                    tmp_path / "a1", 30500 + (os.getpid() + 7) % 1000, ok=False)
     assert again.returncode != 0 and "holds checkpoints of an earlier run" in again.stderr
     assert "Traceback" not in again.stderr and "terminate called" not in again.stderr + again.stdout
     statuses = [p.read_text() for p in (tmp_path / "a1").glob("rank-*.txt")]
