@@ -68,12 +68,13 @@ def results(run_dir: Path) -> dict:
 def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
     """The paper's central ablation in small: the same fine-tuning budget (the VQA recipe: 4 epochs,
     batch 32, lr 5e-5, fixed seeds) from the pre-trained checkpoint and from scratch."""
-    out = finetune(*finetune_args(pretrained, "vqa", tmp_path / "pre"))
+    recipe = "train.lr=5e-5"  # the reference's (synth_vqa.yaml's own lr is the scratch model's best)
+    out = finetune(*finetune_args(pretrained, "vqa", tmp_path / "pre", recipe))
     assert f"answer head: {vqa_labels(pretrained)} of {vqa_labels(pretrained)} labels mapped" in out.stdout
-    finetune(*finetune_args(pretrained, "vqa", tmp_path / "scratch", "model.init_from=none"))
+    finetune(*finetune_args(pretrained, "vqa", tmp_path / "scratch", recipe, "model.init_from=none"))
     pre, scratch = results(tmp_path / "pre")["valid"]["accuracy"], results(tmp_path / "scratch")["valid"]["accuracy"]
     print(f"VQA accuracy on the synthetic minival: pre-trained {pre:.4f}, from scratch {scratch:.4f}")
-    # seen when written: pre-trained 0.418, from scratch 0.208
+    # seen: pre-trained 0.336, from scratch 0.034 (2026-11-28)
     assert pre >= scratch + 0.10, f"pre-trained {pre:.4f} vs from scratch {scratch:.4f}"
 
     # the answer prior, beside the accuracy: in results.json, TensorBoard and `lxmert results`
@@ -92,7 +93,7 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
         run([str(BIN / "lxmert"), "corpus", "build", "--qa", str(w / "vqa" / f"{split}.json"), "--labels",
              str(w / "vqa" / "trainval_ans2label.json"), "--tokenizer", str(w / "vocab.txt"), "--out",
              str(tmp_path / f"corpus_{split}"), "--quiet"])
-    finetune(*finetune_args(pretrained, "vqa", tmp_path / "mapped", f"data.train=[{tmp_path / 'corpus_train'}]",
+    finetune(*finetune_args(pretrained, "vqa", tmp_path / "mapped", recipe, f"data.train=[{tmp_path / 'corpus_train'}]",
                             f"data.valid=[{tmp_path / 'corpus_minival'}]"))
     assert results(tmp_path / "mapped")["valid"] == results(tmp_path / "pre")["valid"]
     assert results(tmp_path / "mapped")["prior"] == results(tmp_path / "pre")["prior"]
@@ -168,8 +169,9 @@ def test_preempted_finetuning_resumes_to_the_same_best_model(pretrained, tmp_pat
     import signal
     import time
 
-    # lr 3e-3: too high for the second epoch to improve on the first (seen: 30.4% then 29.2%)
-    args = ("train.epochs=2", "log.every=1", "train.lr=3e-3")
+    # lr 1e-2 collapses the model onto one answer in both epochs (seen: 22.3% and 22.3%): the best
+    # stays the first epoch's, which a later one must beat, not equal
+    args = ("train.epochs=2", "log.every=1", "train.lr=1e-2")
     finetune(*finetune_args(pretrained, "vqa", tmp_path / "straight", *args))
     run_dir = tmp_path / "run"
     proc = procs.start([sys.executable, str(ROOT / "launcher" / "finetune.py"),
