@@ -82,7 +82,8 @@ class Meter:
         zero, one = torch.zeros((), device=self.device), torch.ones((), device=self.device)
         losses = getattr(out, "losses", None) or {}
         has = batch.has_examples()
-        present = [has[name].double() if name in has else one if name in losses else zero for name in self.names]
+        # computed by the model, and on at least one example of the batch
+        present = [(has[name].double() if name in has else one) if name in losses else zero for name in self.names]
         values = [losses[name].detach().double() * p if name in losses else zero for name, p in zip(self.names, present)]
         self.sums += torch.stack([*values, *present, out.loss.detach().double(), one]).double()
         self.samples += len(batch)

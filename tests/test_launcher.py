@@ -290,6 +290,31 @@ def test_meter_rate_leaves_out_time_aside(monkeypatch):
     assert values["loss/total"] == 2.0
 
 
+def test_meter_averages_each_loss_over_the_steps_that_had_examples_of_it():
+    """A loss counts in a step only if the model computed it and the batch held an example of it:
+    QA over the one step with a question; a loss the model never computed (its head off) is absent
+    even where the batch had targets for it; the total over every step (one gloo rank)."""
+    import torch.distributed as dist
+
+    from launcher import loop
+
+    def step(losses: dict, has: dict):
+        out = type("Out", (), {"loss": torch.tensor(sum(losses.values())), "losses": {k: torch.tensor(v) for k, v in losses.items()}})()
+        batch = type("Batch", (), {"__len__": lambda self: 4, "has_examples": lambda self: {k: torch.tensor(v) for k, v in has.items()}})()
+        meter.add(out, batch)
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        meter = loop.Meter(torch.device("cpu"), names=("mlm", "qa", "obj"))
+        step({"mlm": 2.0, "qa": 0.0}, {"mlm": True, "qa": False, "obj": True})
+        step({"mlm": 4.0, "qa": 3.0}, {"mlm": True, "qa": True, "obj": True})
+        values = meter.read()
+    finally:
+        dist.destroy_process_group()
+    assert values["loss/mlm"] == 3.0 and values["loss/qa"] == 3.0 and "loss/obj" not in values
+    assert values["loss/total"] == (2.0 + 7.0) / 2
+
+
 def test_throughput_of_the_job_excludes_checkpoint_writes(world, tmp_path):
     """The job's throughput.json counts training only: each checkpoint file write is slowed by a
     known pause (tests/slow_checkpoint.py), and those seconds appear as checkpoint_seconds, not in
