@@ -70,7 +70,8 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
     batch 32, lr 5e-5, fixed seeds) from the pre-trained checkpoint and from scratch."""
     recipe = "train.lr=5e-5"  # the reference's (synth_vqa.yaml's own lr is the scratch model's best)
     out = finetune(*finetune_args(pretrained, "vqa", tmp_path / "pre", recipe))
-    assert f"answer head: {vqa_labels(pretrained)} of {vqa_labels(pretrained)} labels mapped" in out.stdout
+    labels = vqa_labels(pretrained)
+    assert f"answer head: {labels} of {labels} labels mapped" in out.stdout
     finetune(*finetune_args(pretrained, "vqa", tmp_path / "scratch", recipe, "model.init_from=none"))
     pre, scratch = results(tmp_path / "pre")["valid"]["accuracy"], results(tmp_path / "scratch")["valid"]["accuracy"]
     print(f"VQA accuracy on the synthetic minival: pre-trained {pre:.4f}, from scratch {scratch:.4f}")
@@ -204,12 +205,11 @@ def test_finetune_from_hugging_face_and_original_checkpoints(pretrained, tmp_pat
     model.save_pretrained(tmp_path / "hf", hf=True)  # a Hugging Face directory: no answers.json, no vocab
     model.save_original(tmp_path / "Epoch06_LXRT.pth")
     answers = f"data.pretrain_answers={pretrained / 'world' / 'lxmert' / 'all_ans.json'}"
-    trace = {}
+    trace, labels = {}, vqa_labels(pretrained)
     heads = "model.overrides.num_attention_heads=4"  # a bare file of the tiny width: its heads must be given
     for name, init in (("native", pretrained / "model"), ("hf", tmp_path / "hf"), ("original", tmp_path / "Epoch06_LXRT.pth")):
         out = finetune(*finetune_args(pretrained, "vqa", tmp_path / name, f"model.init_from={init}", answers,
                                       "train.max_steps=4", "data.valid=[]", *([heads] if name == "original" else [])))
-        labels = vqa_labels(pretrained)
         assert f"answer head: {labels} of {labels} labels mapped" in out.stdout, out.stdout[-2000:]
         trace[name] = (tmp_path / name / "losses.txt").read_text()
     assert len(trace["native"].splitlines()) == 4

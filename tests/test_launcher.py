@@ -376,7 +376,7 @@ def test_bad_inputs_fail_before_heavy_work(world, tmp_path):
 def test_a_metric_without_examples_is_absent(world, tmp_path):
     """Validation on captions only (data.sources=[mscoco]): the QA accuracy and loss are not logged
     (not 0); the matching accuracy on the held-out pairs is, on the console too. Without the
-    matching objective (every pair matched) its accuracy and loss are absent."""
+    matching objective (no pair carries a matching target) its accuracy and loss are absent."""
     out = launch("python", run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=2",
                                     "data.sources=[mscoco]"))
     tags = scalars(tmp_path / "run")
