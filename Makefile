@@ -32,18 +32,24 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check --select F,E9 --output-format concise model data launcher bench tests
+	$(PY) -m ruff check --select F,E9 --output-format concise model data launcher interpret bench tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The synthetic world, its feature store and tokenised corpora, 2-rank pre-training through the deepspeed launcher,
 # consolidation into one model, then VQA and NLVR2 fine-tuning (2 ranks each) from the
-# pre-trained model and from scratch with the same budget, and the table of their results.
+# pre-trained model and from scratch with the same budget, the table of their results, and the
+# pre-trained model's attention figures and page for a held-out image and one of its captions.
+DEMO_IMAGE ?= synth000000
+DEMO_SENTENCE = $$($(PY) -c 'import json; r = {r["img_id"]: r for r in json.load(open("demo/world/lxmert/minival.json"))}["$(DEMO_IMAGE)"]; \
+  print(min([c for c in r["sentf"]["mscoco"] if " of " in c] or r["sentf"]["mscoco"], key=len))')
+DEMO_QUESTION = $$($(PY) -c 'import json; print(next(q["sent"] for q in json.load(open("demo/world/vqa/minival.json")) if q["img_id"] == "$(DEMO_IMAGE)"))')
 DS := PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/deepspeed --num_gpus 2
 DEMO_FT ?=
 demo: $(STAMP)
 	rm -rf demo
 	$(VENV)/bin/lxmert synth --out demo/world --images 600 --feat-dim 2048
-	$(VENV)/bin/lxmert features build --tsv demo/world/features/train.tsv --tsv demo/world/features/val.tsv --out demo/world/store
+	$(VENV)/bin/lxmert features build --tsv demo/world/features/train.tsv --tsv demo/world/features/val.tsv --out demo/world/store \
+	  --objects-vocab demo/world/features/objects_vocab.txt --attributes-vocab demo/world/features/attributes_vocab.txt
 	for split in train minival; do $(VENV)/bin/lxmert corpus build --json demo/world/lxmert/$$split.json \
 	  --answers demo/world/lxmert/all_ans.json --tokenizer demo/world/vocab.txt --out demo/world/corpus/$$split || exit 1; done
 	$(DS) launcher/pretrain.py --config launcher/configs/synth_tiny.yaml
@@ -54,6 +60,11 @@ demo: $(STAMP)
 	$(DS) launcher/finetune.py --config launcher/configs/synth_nlvr2.yaml run_dir=demo/finetune/nlvr2_scratch model.init_from=none $(DEMO_FT)
 	@echo
 	$(VENV)/bin/lxmert results demo/finetune/vqa_pretrained demo/finetune/vqa_scratch demo/finetune/nlvr2_pretrained demo/finetune/nlvr2_scratch
+	@echo
+	@sentence="$(DEMO_SENTENCE)"; set -x; \
+	  $(VENV)/bin/lxmert attention demo/model --store demo/world/store --image $(DEMO_IMAGE) --sentence "$$sentence" --out demo/attention
+	@question="$(DEMO_QUESTION)"; set -x; \
+	  $(VENV)/bin/lxmert ask demo/model --store demo/world/store --image $(DEMO_IMAGE) --question "$$question" --topk 3
 	@echo "demo: pre-trained model in demo/model; TensorBoard logs: tensorboard --logdir demo (pre-training and each fine-tuning run)"
 
 bench: $(STAMP)

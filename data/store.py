@@ -4,6 +4,9 @@
 A store is a directory::
 
     STORE/data.mdb       one record per image, key = img_id (utf-8)
+    STORE/objects_vocab.txt, STORE/attributes_vocab.txt
+                         optional: the detector's label names, line i naming id i (bottom-up-attention's
+                         ``1600-400-20`` files; a line's first comma-separated name is used)
     STORE/manifest.json  count, dims, dtype, sources, checksum; written last
 
 It is built under ``STORE.partial`` and renamed to ``STORE`` only when complete, so an
@@ -20,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .files import building, publish
+from .files import atomic_write_text, building, publish
 from .files import read_manifest as _read_manifest
 from .features import DTYPE_CODES, FORMAT, MAX_REGIONS, BadRecord, RegionRecord, check_record, decode, encode, iter_sources
 
@@ -29,11 +32,34 @@ def _digest(key: bytes, value: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(key + b"\0" + value, digest_size=16).digest(), "little")
 
 
+LABEL_FILES = {"objects": "objects_vocab.txt", "attributes": "attributes_vocab.txt"}
+
+
+def read_label_names(path: str | os.PathLike) -> list[str]:
+    """A label vocabulary file: one label a line (line i names id i); of ``name,synonym`` the name."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable label vocabulary ({exc})") from None
+    names = [line.split(",")[0].strip() for line in lines]
+    while names and not names[-1]:
+        names.pop()
+    for n, name in enumerate(names, 1):
+        if not name:
+            raise ValueError(f"{path}: line {n} is empty (line i names label id i-1; no blank lines)")
+    if not names:
+        raise ValueError(f"{path}: no labels")
+    return names
+
+
 def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtype: str = "float16",
                 skip_bad: bool = False, overwrite: bool = False, progress: bool = True,
-                commit_every: int = 500) -> dict:
+                commit_every: int = 500, label_files: dict[str, Path] | None = None) -> dict:
     """Convert the inputs into a store at ``out``; returns the manifest. Raises BadRecord on the
-    first bad record unless ``skip_bad`` (then bad records are counted and listed in the manifest)."""
+    first bad record unless ``skip_bad`` (then bad records are counted and listed in the manifest).
+    ``label_files`` ({"objects": path, "attributes": path}, either optional): the detector's label
+    names, kept in the store; every id of the records must have a name."""
     import lmdb
     from tqdm import tqdm
 
@@ -44,6 +70,11 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
     for path in tsv:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such TSV file")
+    label_files = {k: Path(v) for k, v in (label_files or {}).items() if v is not None}
+    unknown = set(label_files) - set(LABEL_FILES)
+    if unknown:
+        raise ValueError(f"label_files: unknown kinds {sorted(unknown)} (expected {sorted(LABEL_FILES)})")
+    label_names = {k: read_label_names(v) for k, v in label_files.items()}
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
@@ -92,9 +123,15 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
             bar.close()
             if count == 0:
                 raise BadRecord("no valid records in the inputs")
+            for kind, names in label_names.items():
+                if label_ids[kind] > len(names):
+                    raise ValueError(f"{label_files[kind]}: {len(names)} {kind} labels, but the records use ids up to "
+                                     f"{label_ids[kind] - 1} (the vocabulary of another detector?)")
+                atomic_write_text(partial / LABEL_FILES[kind], "\n".join(names) + "\n")
             manifest = {
                 "format": FORMAT, "count": count, "feature_dim": feat_dim, "dtype": dtype,
                 "regions": {"min": regions[0], "max": regions[1]}, "label_ids": label_ids,
+                "label_names": {k: LABEL_FILES[k] for k in sorted(label_names)},
                 "sources": [str(Path(p).resolve()) for p in tsv] + [str(Path(d).resolve()) for d in npz_dirs],
                 "checksum": f"{checksum:032x}", "skipped": len(bad), "skipped_examples": bad[:20],
                 "seconds": round(time.perf_counter() - started, 1),
@@ -158,6 +195,10 @@ class FeatureStore:
         """One past the largest detector object and attribute id ({"objects", "attributes"}); None
         for a store built before they were recorded."""
         return self.manifest.get("label_ids")
+
+    def label_names(self) -> dict[str, list[str]]:
+        """The detector's object and attribute names kept in the store ({} when it has none)."""
+        return {k: read_label_names(self.path / name) for k, name in self.manifest.get("label_names", {}).items()}
 
     def __contains__(self, img_id: object) -> bool:
         return isinstance(img_id, str) and _open(self._key).get(img_id.encode()) is not None

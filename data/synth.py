@@ -14,6 +14,7 @@ Written under OUT:
     vqa/{train,minival}.json               VQA task files, trainval_ans2label.json / label2ans
     gqa/{train,testdev}.json               GQA task files, trainval_ans2label.json / label2ans
     nlvr2/{train,valid}.json               NLVR2 pairs
+    features/objects_vocab.txt, attributes_vocab.txt   the detector's label names (line i names id i)
     vocab.txt                              WordPiece vocabulary of the world's text (deterministic)
     world.json                             sizes: images, regions, feature dim, labels
 """
@@ -348,6 +349,8 @@ def write_world(out: str | os.PathLike, images: int = 600, seed: int = 0, region
             for img_id in tqdm(split_ids, desc=f"synth features {split}", unit="img", disable=not progress):
                 f.write(tsv_line(_regions(scenes[img_id], regions, proj, g, img_id)))
         os.replace(tmp, out / "features" / f"{split}.tsv")
+    atomic_write_text(out / "features" / "objects_vocab.txt", "\n".join(CLASSES + ["__background__"]) + "\n")
+    atomic_write_text(out / "features" / "attributes_vocab.txt", "\n".join(COLOURS + ["__no_attribute__"]) + "\n")
 
     texts: list[str] = [r["sent"] for rows in nlvr2.values() for r in rows]
     corpus = {"train": [], "minival": []}

@@ -77,7 +77,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     if args.action == "build":
         manifest = store.build_store(args.out, args.tsv, args.npz_dir, dtype=args.dtype, skip_bad=args.skip_bad,
-                                     overwrite=args.overwrite, progress=not args.quiet)
+                                     overwrite=args.overwrite, progress=not args.quiet,
+                                     label_files={"objects": args.objects_vocab, "attributes": args.attributes_vocab})
         print(f"wrote {args.out}: {manifest['count']} images, {manifest['regions']['min']}-{manifest['regions']['max']} "
               f"regions x {manifest['feature_dim']} ({manifest['dtype']}) in {manifest['seconds']} s")
         if manifest["skipped"]:
@@ -188,6 +189,84 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subject(args: argparse.Namespace):
+    """The model of an inspection command and the feature store it reads."""
+    from data.store import FeatureStore
+    from interpret.subject import load_subject
+
+    subject = load_subject(args.model, tokenizer=args.tokenizer, answers=getattr(args, "answers", None),
+                           preset=args.preset, max_tokens=args.max_tokens)
+    return subject, FeatureStore(args.store)
+
+
+def _cut_notes(rows: list[dict]) -> None:
+    for row in rows:
+        if row.get("cut"):
+            print(f"note: cut by the token limit: {row['cut']!r}", file=sys.stderr)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """The top answers to a question about one image."""
+    import json
+
+    from interpret.queries import ask
+
+    subject, store = _subject(args)
+    result = ask(subject, store, args.image, args.question, topk=args.topk, truncate=args.truncate)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    _cut_notes([result])
+    print(f"{args.question!r} about image {args.image} ({result['kind']} model, {result['scoring']}):")
+    for row in result["answers"]:
+        print(f"  {row['probability']:7.2%}  {row['answer']}")
+    return 0
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    """The matching probability of each (image, sentence) pair, ranked."""
+    import json
+
+    from interpret.queries import match
+
+    subject, store = _subject(args)
+    result = match(subject, store, args.image, args.sentence, truncate=args.truncate)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    _cut_notes(result["pairs"])
+    print(f"P(matched) of {len(result['pairs'])} image-sentence pairs, highest first:")
+    for rank, row in enumerate(result["pairs"], 1):
+        print(f"  {rank:3d}. {row['probability']:7.2%}  {row['image']}  {row['sentence']!r}")
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    """Attention figures, their numbers and one HTML page for one image and sentence."""
+    from interpret import attention, figures, page
+    from interpret.subject import make_example
+
+    subject, store = _subject(args)
+    photo = figures.read_image(args.image_file) if args.image_file is not None else None
+    example = make_example(subject, store, args.image, args.sentence, truncate=args.truncate)
+    _cut_notes([{"cut": example.cut}])
+    maps = attention.attention_maps(subject, example, store)
+    if args.head is not None:
+        maps.heads("language", args.head)  # a head the model has, before anything is drawn
+    numbers, info = attention.save(maps, args.out)
+    made = figures.draw_all(maps, args.out, head=args.head, photo=photo)
+    shown = made["language"] + made["relations"] + made["cross"]
+    html = page.write_page(maps, args.out / "attention.html", shown, photo=args.image_file)
+    print(f"attention of {len(maps.tokens)} word pieces and {len(maps.boxes)} boxes "
+          f"({'mean over heads' if args.head is None else f'head {args.head}'}):")
+    print(f"  page:     {html}")
+    for path in shown:
+        print(f"  figure:   {path}")
+    print(f"  per word: {len(made['words'])} figures in {args.out / 'words'}")
+    print(f"  numbers:  {numbers} ({info.name} says what each array holds)")
+    return 0
+
+
 def cmd_universal(args: argparse.Namespace) -> int:
     """Convert a ZeRO checkpoint to DeepSpeed's universal format (resume at another world size)."""
     from launcher.checkpoint import to_universal
@@ -238,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, required=True, help="the store directory to create")
     b.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                    help="feature precision in the store (default float16; float32 keeps full precision)")
+    b.add_argument("--objects-vocab", type=Path,
+                   help="the detector's object names, line i naming id i (bottom-up-attention's objects_vocab.txt): "
+                        "kept in the store, so `lxmert attention` labels boxes by name")
+    b.add_argument("--attributes-vocab", type=Path, help="the detector's attribute names (attributes_vocab.txt), as above")
     b.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -322,6 +405,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feat-dim", type=int, default=2048, help="region feature size (default 2048, as real features)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_synth)
+
+    def inspection(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=description)
+        p.add_argument("model", type=Path, metavar="MODEL",
+                       help="a model directory (ours: pre-trained, consolidated or a fine-tuning run's best/; or "
+                            "Hugging Face's) or an original *_LXRT.pth file")
+        p.add_argument("--store", type=Path, required=True, help="the feature store holding the image(s)")
+        p.add_argument("--tokenizer", help="a vocab.txt, tokenizer folder or hub name (default: the model "
+                                           "directory's vocab.txt, else bert-base-uncased)")
+        p.add_argument("--preset", default="base", help="for a bare original file: the preset completing its sizes")
+        p.add_argument("--max-tokens", type=int, default=20,
+                       help="word pieces the model reads, [CLS] and [SEP] included (default 20, as in training)")
+        p.add_argument("--truncate", action="store_true",
+                       help="cut a sentence over --max-tokens (and say what was cut) instead of refusing it")
+        return p
+
+    p = inspection("ask", "the top answers to a question about one image",
+                   "Answer QUESTION about image IMG_ID with a pre-trained model's QA head (softmax over its answer "
+                   "table) or a fine-tuned VQA/GQA model (sigmoid of each label's score).")
+    p.add_argument("--image", required=True, metavar="IMG_ID", help="the image's id in the store")
+    p.add_argument("--question", required=True)
+    p.add_argument("--topk", type=int, default=5, help="answers to show (default 5)")
+    p.add_argument("--answers", type=Path,
+                   help="the answer table of the model's answer head (default: the model directory's answers.json): "
+                        "all_ans.json, trainval_label2ans.json or trainval_ans2label.json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ask)
+
+    p = inspection("match", "cross-modality matching probabilities of image-sentence pairs, ranked",
+                   "Score every pair of the given images and sentences with a pre-trained model's matching head "
+                   "(P(matched) = softmax of its two logits); several of either give a small retrieval view.")
+    p.add_argument("--image", required=True, action="append", metavar="IMG_ID", help="an image id (repeatable)")
+    p.add_argument("--sentence", required=True, action="append", help="a sentence (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_match)
+
+    p = inspection("attention", "draw the attention figures of one image and sentence, with an HTML page",
+                   "Write into OUT: language.png (word x word per language layer), relations_layer<i>.png "
+                   "(the strongest box-to-box edges of each object-relationship layer), words_layer<i>.png and "
+                   "words/ (each word's boxes shaded by cross-attention), boxes_layer<i>.png (each box's words), "
+                   "attention.html (self-contained: point at a word or a box), and attention.npz + attention.json "
+                   "(the numbers behind every figure).")
+    p.add_argument("--image", required=True, metavar="IMG_ID", help="the image's id in the store")
+    p.add_argument("--sentence", required=True)
+    p.add_argument("--out", type=Path, required=True, help="the folder to write")
+    p.add_argument("--image-file", type=Path,
+                   help="the photo, drawn under the boxes (default: a plain canvas of the stored size)")
+    p.add_argument("--head", type=int, help="draw one attention head (default: the mean over heads)")
+    p.set_defaults(func=cmd_attention)
 
     p = sub.add_parser("forward", help="time forward passes of a model preset on random inputs",
                        description="Build a preset with random weights and time forward passes on random inputs.")

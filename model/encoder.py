@@ -23,10 +23,12 @@ class EncoderOutput:
     language_hidden_states: tuple[Tensor, ...] | None = None
     vision_hidden_states: tuple[Tensor, ...] | None = None
     #: With ``output_attentions``: (B, heads, N, N) maps per language / relation layer,
-    #: and the language->vision cross-attention map of each cross layer.
+    #: the language->vision cross-attention map of each cross layer (B, heads, T, R), as Hugging
+    #: Face's ``cross_encoder_attentions``, and the vision->language one (B, heads, R, T).
     language_attentions: tuple[Tensor, ...] | None = None
     vision_attentions: tuple[Tensor, ...] | None = None
     cross_attentions: tuple[Tensor, ...] | None = None
+    vision_cross_attentions: tuple[Tensor, ...] | None = None
 
 
 def _check_shape(name: str, tensor: Tensor | None, expected: tuple[int | None, ...]) -> None:
@@ -95,7 +97,7 @@ class LxmertModel(nn.Module):
         visn_mask = additive_mask(visual_attention_mask, dtype)
 
         lang_states, visn_states = [], []
-        lang_maps, visn_maps, cross_maps = [], [], []
+        lang_maps, visn_maps, cross_maps, back_maps = [], [], [], []
         for layer in self.language_layers:
             lang, probs = self._run(layer, lang, lang_mask, output_attentions)
             lang_states.append(lang)
@@ -105,10 +107,11 @@ class LxmertModel(nn.Module):
             visn_states.append(visn)
             visn_maps.append(probs)
         for layer in self.cross_layers:
-            lang, visn, probs = self._run(layer, lang, visn, lang_mask, visn_mask, output_attentions)
+            lang, visn, to_vision, to_language = self._run(layer, lang, visn, lang_mask, visn_mask, output_attentions)
             lang_states.append(lang)
             visn_states.append(visn)
-            cross_maps.append(probs)
+            cross_maps.append(to_vision)
+            back_maps.append(to_language)
 
         return EncoderOutput(
             language_output=lang,
@@ -119,4 +122,5 @@ class LxmertModel(nn.Module):
             language_attentions=tuple(lang_maps) if output_attentions else None,
             vision_attentions=tuple(visn_maps) if output_attentions else None,
             cross_attentions=tuple(cross_maps) if output_attentions else None,
+            vision_cross_attentions=tuple(back_maps) if output_attentions else None,
         )

@@ -147,16 +147,17 @@ class Attention(nn.Module):
         return self._finish(ctx, x), probs
 
     def cross(self, lang: Tensor, visn: Tensor, lang_mask: Tensor | None, visn_mask: Tensor | None,
-              need_weights: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+              need_weights: bool = False) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """Both directions with the same weights, computed as one projection over
-        the concatenated tokens. Returns (language out, vision out, language->vision maps)."""
+        the concatenated tokens. Returns (language out, vision out, language->vision maps,
+        vision->language maps); the maps are None unless ``need_weights``."""
         t = lang.shape[1]
         both = torch.cat([lang, visn], dim=1)
         q, k, v = self._heads(self.qkv(both))
-        lang_ctx, probs = self._attend(q[:, :, :t], k[:, :, t:], v[:, :, t:], visn_mask, need_weights)
-        visn_ctx, _ = self._attend(q[:, :, t:], k[:, :, :t], v[:, :, :t], lang_mask, False)
+        lang_ctx, to_vision = self._attend(q[:, :, :t], k[:, :, t:], v[:, :, t:], visn_mask, need_weights)
+        visn_ctx, to_language = self._attend(q[:, :, t:], k[:, :, :t], v[:, :, :t], lang_mask, need_weights)
         out = self._finish(torch.cat([lang_ctx, visn_ctx], dim=1), both)
-        return out[:, :t], out[:, t:], probs
+        return out[:, :t], out[:, t:], to_vision, to_language
 
 
 class FeedForward(nn.Module):
@@ -201,11 +202,12 @@ class CrossLayer(nn.Module):
         self.visual_ffn = FeedForward(config)
 
     def forward(self, lang: Tensor, visn: Tensor, lang_mask: Tensor | None, visn_mask: Tensor | None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
-        lang, visn, probs = self.cross_attention.cross(lang, visn, lang_mask, visn_mask, need_weights)
+                need_weights: bool = False) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Returns (language, vision, language->vision maps, vision->language maps)."""
+        lang, visn, to_vision, to_language = self.cross_attention.cross(lang, visn, lang_mask, visn_mask, need_weights)
         lang, _ = self.language_attention(lang, lang_mask)
         visn, _ = self.visual_attention(visn, visn_mask)
-        return self.language_ffn(lang), self.visual_ffn(visn), probs
+        return self.language_ffn(lang), self.visual_ffn(visn), to_vision, to_language
 
 
 class Pooler(nn.Module):

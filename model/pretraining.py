@@ -42,6 +42,7 @@ class LxmertPretrainingOutput:
     language_attentions: tuple[Tensor, ...] | None = None
     vision_attentions: tuple[Tensor, ...] | None = None
     cross_attentions: tuple[Tensor, ...] | None = None
+    vision_cross_attentions: tuple[Tensor, ...] | None = None
 
 
 def _ignore_minus_one(labels: Tensor) -> Tensor:
@@ -113,7 +114,7 @@ class LxmertForPretraining(LxmertPreTrainedModel):
             language_output=lang, vision_output=visn, pooled_output=pooled,
             language_hidden_states=enc.language_hidden_states, vision_hidden_states=enc.vision_hidden_states,
             language_attentions=enc.language_attentions, vision_attentions=enc.vision_attentions,
-            cross_attentions=enc.cross_attentions,
+            cross_attentions=enc.cross_attentions, vision_cross_attentions=enc.vision_cross_attentions,
         )
         if full_mlm_logits is None:  # in training, project only where there are targets (or nowhere)
             full_mlm_logits = not self.training

@@ -28,6 +28,21 @@ def world(tmp_path_factory):
     return root, info
 
 
+def test_synthetic_world_names_its_detector_labels(world, tmp_path):
+    """The world's label files name every id its regions use, and a store built with them keeps them."""
+    from data.synth import CLASSES, COLOURS
+
+    root, _ = world
+    f = root / "features"
+    store = build_store(tmp_path / "named", [f / "train.tsv"], progress=False,
+                        label_files={"objects": f / "objects_vocab.txt", "attributes": f / "attributes_vocab.txt"})
+    names = FeatureStore(tmp_path / "named").label_names()
+    assert names["objects"][:len(CLASSES)] == CLASSES and names["attributes"][:len(COLOURS)] == COLOURS
+    assert len(names["objects"]) == store["label_ids"]["objects"] and len(names["attributes"]) == store["label_ids"]["attributes"]
+    rec = FeatureStore(tmp_path / "named")[next(FeatureStore(tmp_path / "named").ids())]
+    assert all(names["objects"][i] == (CLASSES[i] if i < len(CLASSES) else "__background__") for i in rec.objects_id)
+
+
 def make_dataset(world, objectives=None, seed=0, **corpus_kw):
     root, _ = world
     answers = AnswerTable.from_file(root / "lxmert" / "all_ans.json")

@@ -154,6 +154,9 @@ def test_attention_maps_are_probabilities():
         plain = net(**batch)
     assert len(out.language_attentions) == 2 and len(out.vision_attentions) == 1 and len(out.cross_attentions) == 2
     assert out.language_attentions[0].shape == (3, 4, 9, 9) and out.cross_attentions[0].shape == (3, 4, 9, 6)
+    assert len(out.vision_cross_attentions) == 2 and out.vision_cross_attentions[0].shape == (3, 4, 6, 9)
+    assert torch.allclose(out.vision_cross_attentions[1].sum(-1), torch.ones(3, 4, 6), atol=1e-5)
+    assert out.vision_cross_attentions[1][1, :, :, -3:].abs().max() == 0  # each region attends to real words only
     assert torch.allclose(out.language_attentions[0].sum(-1), torch.ones(3, 4, 9), atol=1e-5)
     assert out.language_attentions[0][1, :, :, -3:].abs().max() == 0  # padded keys get no attention
     assert torch.allclose(out.prediction_logits, plain.prediction_logits, atol=1e-5)  # explicit path == SDPA path
