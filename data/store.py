@@ -39,7 +39,7 @@ def read_label_names(path: str | os.PathLike) -> list[str]:
     """A label vocabulary file: one label a line (line i names id i); of ``name,synonym`` the name."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: unreadable label vocabulary ({exc})") from None
     names = [line.split(",")[0].strip() for line in lines]
@@ -109,6 +109,11 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
                         raise BadRecord(problem)
                     bad.append(problem)
                     continue
+                for kind, names in label_names.items():  # a vocabulary of another detector: stop at once
+                    ids = rec.objects_id if kind == "objects" else rec.attrs_id
+                    if ids.size and int(ids.max()) >= len(names):
+                        raise ValueError(f"{label_files[kind]}: {len(names)} {kind} labels, but {where}: img_id "
+                                         f"{rec.img_id!r} uses id {int(ids.max())} (the vocabulary of another detector?)")
                 feat_dim = rec.features.shape[1]
                 regions = [min(regions[0], rec.num_boxes), max(regions[1], rec.num_boxes)]
                 for name, ids in (("objects", rec.objects_id), ("attributes", rec.attrs_id)):
@@ -124,9 +129,6 @@ def build_store(out: Path, tsv: list[Path] = (), npz_dirs: list[Path] = (), dtyp
             if count == 0:
                 raise BadRecord("no valid records in the inputs")
             for kind, names in label_names.items():
-                if label_ids[kind] > len(names):
-                    raise ValueError(f"{label_files[kind]}: {len(names)} {kind} labels, but the records use ids up to "
-                                     f"{label_ids[kind] - 1} (the vocabulary of another detector?)")
                 atomic_write_text(partial / LABEL_FILES[kind], "\n".join(names) + "\n")
             manifest = {
                 "format": FORMAT, "count": count, "feature_dim": feat_dim, "dtype": dtype,

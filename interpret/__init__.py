@@ -12,4 +12,5 @@ the model with ``output_attentions`` and turns what it returns into answers, sco
 - :mod:`interpret.attention`: the attention maps of one example, as numbers, saved and read back.
 - :mod:`interpret.figures`: PNG figures of those numbers (matplotlib).
 - :mod:`interpret.page`: one HTML page with every figure and the interactive cross-attention view.
+- :mod:`interpret.report`: `lxmert attention`'s folder (numbers, figures, page), written whole.
 """

@@ -24,27 +24,28 @@ CANVAS = (0.93, 0.93, 0.93)  # the plain canvas when no image file is given
 DPI = 100
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI))
-    return path
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (under a temporary name, then renamed)."""
+    atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=DPI))
+    return Path(path)
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file (PNG natively, JPEG and others through Pillow) as an array."""
-    from matplotlib.image import imread
+    """A photo (any format Pillow reads) as an (H, W, 3) uint8 array, turned upright by its EXIF
+    orientation as browsers show it; greyscale and palette images become RGB."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        return imread(path)
-    except (OSError, ValueError, SyntaxError) as exc:
+        with Image.open(path) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ValueError(f"{path}: unreadable image file ({exc})") from None
 
 
-def _over_image(maps: AttentionMaps, photo: np.ndarray | None) -> tuple[Figure, object]:
-    """A figure of the image's stored size whose axes span it in pixel coordinates (y down), with
-    the photo stretched onto it, or the plain canvas."""
+def _background(ax, maps: AttentionMaps, photo: np.ndarray | None) -> None:
+    """Axes spanning the image in pixel coordinates (y down), the photo stretched onto its stored
+    size, or the plain canvas."""
     w, h = maps.width, maps.height
-    fig = Figure(figsize=(w / DPI, h / DPI), dpi=DPI)
-    ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_axis_off()
@@ -52,6 +53,13 @@ def _over_image(maps: AttentionMaps, photo: np.ndarray | None) -> tuple[Figure, 
         ax.imshow(photo, extent=(0, w, h, 0), aspect="auto", zorder=0)
     else:
         ax.add_patch(Rectangle((0, 0), w, h, color=CANVAS, zorder=0))
+
+
+def _over_image(maps: AttentionMaps, photo: np.ndarray | None) -> tuple[Figure, object]:
+    """A figure of the image's stored size whose one axes is the image (see :func:`_background`)."""
+    fig = Figure(figsize=(maps.width / DPI, maps.height / DPI), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    _background(ax, maps, photo)
     return fig, ax
 
 
@@ -72,16 +80,27 @@ def opacity(weights: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(weights, 0.0, 1.0))
 
 
-def shade_boxes(ax, maps: AttentionMaps, weights: np.ndarray, title: str | None = None) -> None:
-    """Each box filled with the highlight at :func:`opacity` of its weight, weakest first, so the
-    most attended box is drawn on top; the top box is outlined, labelled and its weight written."""
-    order = np.argsort(weights, kind="stable")
+def shade(maps: AttentionMaps, weights: np.ndarray) -> np.ndarray:
+    """(H, W) opacity of each pixel of the image: the largest :func:`opacity` among the boxes
+    covering it (overlapping boxes do not add up; a small box inside a large one shows its own)."""
+    out = np.zeros((maps.height, maps.width), dtype=np.float32)
     alpha = opacity(weights)
-    for k in order:
-        x1, y1, x2, y2 = maps.boxes[k]
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, facecolor=HIGHLIGHT, alpha=float(alpha[k]),
-                               edgecolor="none", zorder=1))
-    top = int(order[-1])
+    for k, (x1, y1, x2, y2) in enumerate(np.rint(maps.boxes).astype(int)):
+        x1, x2 = np.clip([x1, x2], 0, maps.width)
+        y1, y2 = np.clip([y1, y2], 0, maps.height)
+        region = out[y1:y2, x1:x2]
+        np.maximum(region, alpha[k], out=region)
+    return out
+
+
+def shade_boxes(ax, maps: AttentionMaps, weights: np.ndarray, title: str | None = None) -> None:
+    """The highlight laid over the image at :func:`shade`; the most attended box outlined,
+    labelled and its weight written in it."""
+    layer = np.zeros((maps.height, maps.width, 4), dtype=np.float32)
+    layer[..., :3] = HIGHLIGHT
+    layer[..., 3] = shade(maps, weights)
+    ax.imshow(layer, extent=(0, maps.width, maps.height, 0), aspect="auto", interpolation="nearest", zorder=1)
+    top = int(np.argmax(weights))
     _outline(ax, maps, [top])
     x1, y1, x2, y2 = maps.boxes[top]
     ax.text(x2 - 2, y2 - 2, f"{weights[top]:.0%}", fontsize=7, va="bottom", ha="right", zorder=5,
@@ -95,7 +114,7 @@ def _slug(token: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", token.lower()) or "punct"
 
 
-def language_figure(maps: AttentionMaps, head: int | None, path: Path) -> Path:
+def language_figure(maps: AttentionMaps, head: int | None) -> Figure:
     """One word x word map per language layer (row: the attending word)."""
     per_layer = maps.heads("language", head)
     n = len(per_layer)
@@ -111,11 +130,11 @@ def language_figure(maps: AttentionMaps, head: int | None, path: Path) -> Path:
         ax.set_title(f"language layer {i + 1}", fontsize=9)
     fig.colorbar(image, ax=list(axes), shrink=0.6)
     fig.suptitle(f"language self-attention ({_heads(head)})", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
-def relation_figure(maps: AttentionMaps, layer: int, head: int | None, path: Path, photo: np.ndarray | None = None,
-                    edges: int = 12) -> Path:
+def relation_figure(maps: AttentionMaps, layer: int, head: int | None, photo: np.ndarray | None = None,
+                    edges: int = 12) -> Figure:
     """Object-relationship layer ``layer``: the image's boxes, and its ``edges`` strongest
     attention weights (box to another box) drawn between box centres, wider and darker when stronger."""
     a = maps.heads("relations", head)[layer].copy()
@@ -135,20 +154,20 @@ def relation_figure(maps: AttentionMaps, layer: int, head: int | None, path: Pat
     _outline(ax, maps, used)
     ax.text(4, maps.height - 4, f"object-relationship layer {layer + 1} ({_heads(head)}): {edges} strongest edges",
             fontsize=9, va="bottom", zorder=6, bbox={"facecolor": "white", "alpha": 0.85, "pad": 2, "linewidth": 0})
-    return _save(fig, path)
+    return fig
 
 
-def word_boxes_figure(maps: AttentionMaps, layer: int, head: int | None, word: int, path: Path,
-                      photo: np.ndarray | None = None) -> Path:
+def word_boxes_figure(maps: AttentionMaps, layer: int, head: int | None, word: int,
+                      photo: np.ndarray | None = None) -> Figure:
     """Cross layer ``layer``: word ``word``'s attention over the boxes, each box shaded by it."""
     fig, ax = _over_image(maps, photo)
     weights = maps.heads("to_vision", head)[layer][word]
     shade_boxes(ax, maps, weights, f"{maps.tokens[word]!r} -> boxes, cross layer {layer + 1} ({_heads(head)})")
-    return _save(fig, path)
+    return fig
 
 
-def words_grid_figure(maps: AttentionMaps, layer: int, head: int | None, path: Path,
-                      photo: np.ndarray | None = None, columns: int = 4) -> Path:
+def words_grid_figure(maps: AttentionMaps, layer: int, head: int | None, photo: np.ndarray | None = None,
+                      columns: int = 4) -> Figure:
     """Every word's boxes in one figure: a panel per word (the paper's cross-modality view)."""
     weights = maps.heads("to_vision", head)[layer]
     t = len(maps.tokens)
@@ -160,20 +179,15 @@ def words_grid_figure(maps: AttentionMaps, layer: int, head: int | None, path: P
         ax.set_axis_off()
         if k >= t:
             continue
-        ax.set_xlim(0, maps.width)
-        ax.set_ylim(maps.height, 0)
-        if photo is not None:
-            ax.imshow(photo, extent=(0, maps.width, maps.height, 0), aspect="auto", zorder=0)
-        else:
-            ax.add_patch(Rectangle((0, 0), maps.width, maps.height, color=CANVAS, zorder=0))
+        _background(ax, maps, photo)
         shade_boxes(ax, maps, weights[k])
         ax.set_title(maps.tokens[k], fontsize=10)
     fig.suptitle(f"cross-modality attention, language to vision (cross layer {layer + 1}, {_heads(head)})",
                  fontsize=11)
-    return _save(fig, path)
+    return fig
 
 
-def box_words_figure(maps: AttentionMaps, layer: int, head: int | None, path: Path) -> Path:
+def box_words_figure(maps: AttentionMaps, layer: int, head: int | None) -> Figure:
     """The reverse: each box's attention over the words (row: a box, by its label)."""
     a = maps.heads("to_language", head)[layer]
     n, t = a.shape
@@ -185,7 +199,7 @@ def box_words_figure(maps: AttentionMaps, layer: int, head: int | None, path: Pa
     ax.set_title(f"cross-modality attention, vision to language (cross layer {layer + 1}, {_heads(head)})",
                  fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8)
-    return _save(fig, path)
+    return fig
 
 
 def _heads(head: int | None) -> str:
@@ -200,13 +214,13 @@ def draw_all(maps: AttentionMaps, out_dir: Path, head: int | None = None, photo:
     (out_dir / "words").mkdir(parents=True, exist_ok=True)
     made: dict[str, list[Path]] = {"language": [], "relations": [], "cross": [], "words": []}
     if len(maps.language):
-        made["language"].append(language_figure(maps, head, out_dir / "language.png"))
+        made["language"].append(save(language_figure(maps, head), out_dir / "language.png"))
     for i in range(len(maps.relations)):
-        made["relations"].append(relation_figure(maps, i, head, out_dir / f"relations_layer{i + 1}.png", photo))
+        made["relations"].append(save(relation_figure(maps, i, head, photo), out_dir / f"relations_layer{i + 1}.png"))
     for i in range(len(maps.to_vision)):
-        made["cross"].append(words_grid_figure(maps, i, head, out_dir / f"words_layer{i + 1}.png", photo))
-        made["cross"].append(box_words_figure(maps, i, head, out_dir / f"boxes_layer{i + 1}.png"))
+        made["cross"].append(save(words_grid_figure(maps, i, head, photo), out_dir / f"words_layer{i + 1}.png"))
+        made["cross"].append(save(box_words_figure(maps, i, head), out_dir / f"boxes_layer{i + 1}.png"))
         for k, token in enumerate(maps.tokens):
-            made["words"].append(word_boxes_figure(maps, i, head, k, out_dir / "words" /
-                                                   f"layer{i + 1}_{k:02d}_{_slug(token)}.png", photo))
+            made["words"].append(save(word_boxes_figure(maps, i, head, k, photo),
+                                      out_dir / "words" / f"layer{i + 1}_{k:02d}_{_slug(token)}.png"))
     return made

@@ -24,15 +24,14 @@ def ask(subject: Subject, store, img_id: str, question: str, topk: int = 5, trun
     label for a VQA/GQA model (trained with binary cross-entropy on soft scores)."""
     if topk < 1:
         raise ValueError(f"--topk must be at least 1, got {topk}")
-    if subject.kind == "nlvr2":
-        raise ValueError(f"{subject.source}: an NLVR2 model has no answer head: ask a pre-trained model (with its QA "
+    if subject.kind in ("nlvr2", "encoder"):
+        what = "an NLVR2 model" if subject.kind == "nlvr2" else "the checkpoint holds the encoder alone: it"
+        raise ValueError(f"{subject.source}: {what} has no answer head: ask a pre-trained model (with its QA "
                          f"head) or a VQA/GQA model")
     head = getattr(subject.model, "answer_head", None)
     if head is None:
         raise ValueError(f"{subject.source}: this pre-trained model has no QA head (pre-trained without task_qa)")
-    if subject.answers is None:
-        raise ValueError(f"{subject.source}: no answer table beside the model: give --answers (all_ans.json for a "
-                         f"pre-trained model, trainval_label2ans.json for a VQA/GQA model)")
+    answers = subject.answers()
     example = make_example(subject, store, img_id, question, truncate)
     logits = head(encode(subject, example.inputs).pooled_output)[0].float()
     softmax = subject.kind == "pretraining"
@@ -41,7 +40,7 @@ def ask(subject: Subject, store, img_id: str, question: str, topk: int = 5, trun
     return {"model": str(subject.source), "kind": subject.kind, "image": img_id, "question": question,
             "cut": example.cut,
             "scoring": "softmax over the answer table" if softmax else "sigmoid of each label's score",
-            "answers": [{"answer": subject.answers[i], "probability": round(p, 6)}
+            "answers": [{"answer": answers[i], "probability": round(p, 6)}
                         for p, i in zip(top.values.tolist(), top.indices.tolist())]}
 
 
@@ -49,8 +48,13 @@ def ask(subject: Subject, store, img_id: str, question: str, topk: int = 5, trun
 def match(subject: Subject, store, img_ids: list[str], sentences: list[str], truncate: bool = False) -> dict:
     """The matching probability of every (image, sentence) pair, ranked, highest first."""
     if subject.kind != "pretraining":
-        raise ValueError(f"{subject.source}: a {'VQA/GQA' if subject.kind == 'qa' else 'NLVR2'} model has no "
-                         f"cross-modality matching head: score pairs with a pre-trained model")
+        what = {"qa": "a VQA/GQA model has", "nlvr2": "an NLVR2 model has",
+                "encoder": "the checkpoint holds the encoder alone:"}[subject.kind]
+        raise ValueError(f"{subject.source}: {what} no cross-modality matching head: score pairs with a pre-trained "
+                         f"model")
+    if not subject.config.task_matched:
+        raise ValueError(f"{subject.source}: pre-trained without the matching objective (task_matched false): its "
+                         f"matching head never learnt")
     if not img_ids or not sentences:
         raise ValueError("give at least one --image and one --sentence")
     examples: list[Example] = [make_example(subject, store, i, s, truncate) for i in img_ids for s in sentences]

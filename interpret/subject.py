@@ -15,8 +15,9 @@ from data.features import RegionRecord
 from data.tokenize import MAX_TOKENS
 from launcher.checkpoint import ANSWERS_FILE
 
-#: Model kinds by the heads their weights hold.
-KINDS = ("pretraining", "qa", "nlvr2")
+#: Model kinds by the heads their weights hold ("encoder": none; only its attention can be drawn).
+KINDS = ("pretraining", "qa", "nlvr2", "encoder")
+MIN_TOKENS = 3  # [CLS], one word piece, [SEP]
 
 
 @dataclass
@@ -26,13 +27,25 @@ class Subject:
     model: torch.nn.Module
     kind: str  # one of KINDS
     tokenizer: Any
-    answers: list[str] | None  # the answer of each answer-head row (None: no table found)
+    answers_file: Path | None  # the answer table of the answer head (None: none given or found)
     source: Path
     max_tokens: int = MAX_TOKENS
 
     @property
     def config(self):
         return self.model.config
+
+    def answers(self) -> list[str]:
+        """The answer of each answer-head row, checked against the head."""
+        if self.answers_file is None:
+            raise ValueError(f"{self.source}: no answer table beside the model: give --answers (all_ans.json for a "
+                             f"pre-trained model, trainval_label2ans.json for a VQA/GQA model)")
+        table = read_answers(self.answers_file)
+        rows = self.model.answer_head.out.weight.shape[0]
+        if len(table) != rows:
+            raise ValueError(f"{self.answers_file}: {len(table)} answers, but the model's answer head has {rows} rows "
+                             f"(the table of another model?)")
+        return table
 
 
 def model_kind(state: dict[str, Tensor], source: str) -> str:
@@ -44,8 +57,7 @@ def model_kind(state: dict[str, Tensor], source: str) -> str:
         return "pretraining"
     if "answer_head" in heads:
         return "qa"
-    raise ValueError(f"{source}: holds no head of a pre-training, QA or NLVR2 model (an encoder alone?); "
-                     f"nothing to ask or score")
+    return "encoder"
 
 
 def read_answers(path: Path) -> list[str]:
@@ -53,10 +65,12 @@ def read_answers(path: Path) -> list[str]:
     ``trainval_ans2label.json`` ({answer: id}) or ``all_ans.json`` ([{"ans": ...}])."""
     from data.answers import AnswerTable
     from data.files import read_json
+    from data.tasks import load_label_vocab
 
     rows = read_json(path, "answer table")
-    if isinstance(rows, dict) and sorted(rows.values()) == list(range(len(rows))):
-        return sorted(rows, key=rows.get)
+    if isinstance(rows, dict):
+        vocab = load_label_vocab(path)
+        return sorted(vocab, key=vocab.get)
     if isinstance(rows, list) and all(isinstance(r, str) for r in rows):
         return rows
     if isinstance(rows, list) and all(isinstance(r, dict) and "ans" in r for r in rows):
@@ -68,48 +82,43 @@ def read_answers(path: Path) -> list[str]:
 def load_subject(path: str | Path, tokenizer: str | None = None, answers: str | Path | None = None,
                  preset: str = "base", max_tokens: int = MAX_TOKENS) -> Subject:
     """The model at ``path`` (a directory of ours or Hugging Face's, or an original ``*_LXRT.pth``),
-    in eval mode on the CPU. The tokenizer: ``tokenizer``, else the directory's ``vocab.txt``, else
-    ``bert-base-uncased``. The answer table: ``answers``, else the directory's ``answers.json``."""
+    in eval mode on the CPU. The tokenizer: ``tokenizer``, else the directory's own (``vocab.txt`` or
+    a saved tokenizer), else ``bert-base-uncased``. The answer table: ``answers``, else the
+    directory's ``answers.json`` (read when a command needs it)."""
     import model as models
     from data.tokenize import load_tokenizer
     from model.pretrained import bare_file_config, read_native_state
 
     path = Path(path)
+    if max_tokens < MIN_TOKENS:
+        raise ValueError(f"--max-tokens {max_tokens}: at least {MIN_TOKENS} ([CLS], a word piece, [SEP])")
     state, file_config, unknown = read_native_state(path)
     kind = model_kind(state, str(path))
     cls = {"pretraining": models.LxmertForPretraining, "qa": models.LxmertForQuestionAnswering,
-           "nlvr2": models.LxmertForNLVR2}[kind]
+           "nlvr2": models.LxmertForNLVR2, "encoder": models.LxmertForPretraining}[kind]
     config = file_config or bare_file_config(state, str(path), preset)
-    net = cls(config)
-    net.init_weights()
-    net.load_native_state(state, source=str(path), unknown=unknown)
-    net.eval()
     if max_tokens > config.max_position_embeddings:
         raise ValueError(f"--max-tokens {max_tokens} exceeds the model's max_position_embeddings "
                          f"{config.max_position_embeddings}")
+    net = cls(config)
+    net.init_weights()
+    net.load_native_state(state, source=str(path), unknown=unknown, skip_heads=kind == "encoder")
+    net.eval()
     directory = path if path.is_dir() else None
     if tokenizer is None:
-        found = directory is not None and (directory / "vocab.txt").is_file()
-        tokenizer = str(directory / "vocab.txt") if found else "bert-base-uncased"
-    tok = load_tokenizer(tokenizer)
+        own = directory is not None and any((directory / f).is_file() for f in
+                                            ("vocab.txt", "tokenizer.json", "tokenizer_config.json"))
+        tokenizer = str(directory) if own else "bert-base-uncased"
+    try:
+        tok = load_tokenizer(tokenizer)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{exc} (give the model's tokenizer with --tokenizer)") from None
     if len(tok) > config.vocab_size:
         raise ValueError(f"the tokenizer {tokenizer} has {len(tok)} word pieces but the model's vocabulary is "
                          f"{config.vocab_size} (the tokenizer of another model? give --tokenizer)")
-    table = None
-    if answers is not None:
-        table = read_answers(Path(answers))
-    elif directory is not None and (directory / ANSWERS_FILE).is_file():
-        table = read_answers(directory / ANSWERS_FILE)
-    rows = _answer_rows(net)
-    if table is not None and rows is not None and len(table) != rows:
-        raise ValueError(f"{answers or directory / ANSWERS_FILE}: {len(table)} answers, but the model's answer head "
-                         f"has {rows} rows (the table of another model?)")
-    return Subject(net, kind, tok, table, path, max_tokens)
-
-
-def _answer_rows(net) -> int | None:
-    head = getattr(net, "answer_head", None)
-    return None if head is None else head.out.weight.shape[0]
+    if answers is None and directory is not None and (directory / ANSWERS_FILE).is_file():
+        answers = directory / ANSWERS_FILE
+    return Subject(net, kind, tok, None if answers is None else Path(answers), path, max_tokens)
 
 
 @dataclass
@@ -169,19 +178,12 @@ def make_example(subject: Subject, store, img_id: str, sentence: str, truncate: 
 
 
 def batch(examples: list[Example]) -> dict[str, Tensor]:
-    """Several examples as one padded batch (masks mark the real tokens and regions)."""
-    b = len(examples)
-    t = max(e.inputs["input_ids"].shape[1] for e in examples)
-    r = max(e.inputs["visual_feats"].shape[1] for e in examples)
-    f = examples[0].inputs["visual_feats"].shape[2]
-    out = {"input_ids": torch.zeros(b, t, dtype=torch.long), "attention_mask": torch.zeros(b, t, dtype=torch.long),
-           "token_type_ids": torch.zeros(b, t, dtype=torch.long), "visual_feats": torch.zeros(b, r, f),
-           "visual_pos": torch.zeros(b, r, 4), "visual_attention_mask": torch.zeros(b, r, dtype=torch.long)}
-    for i, e in enumerate(examples):
-        n, m = e.inputs["input_ids"].shape[1], e.inputs["visual_feats"].shape[1]
-        out["input_ids"][i, :n] = e.inputs["input_ids"][0]
-        out["attention_mask"][i, :n] = 1
-        out["visual_feats"][i, :m] = e.inputs["visual_feats"][0]
-        out["visual_pos"][i, :m] = e.inputs["visual_pos"][0]
-        out["visual_attention_mask"][i, :m] = 1
-    return out
+    """Several examples as one padded batch (masks mark the real tokens and regions), collated as
+    the data layer collates."""
+    from data.collate import Stacked, region_mask
+
+    ids = [e.inputs["input_ids"][0] for e in examples]
+    feats = [e.inputs["visual_feats"][0] for e in examples]
+    return {"input_ids": Stacked(ids).tensor(), "attention_mask": Stacked([torch.ones_like(i) for i in ids]).tensor(),
+            "visual_feats": Stacked(feats).tensor(), "visual_pos": Stacked([e.inputs["visual_pos"][0] for e in examples]).tensor(),
+            "visual_attention_mask": region_mask(feats)}

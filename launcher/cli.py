@@ -243,27 +243,20 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 def cmd_attention(args: argparse.Namespace) -> int:
     """Attention figures, their numbers and one HTML page for one image and sentence."""
-    from interpret import attention, figures, page
-    from interpret.subject import make_example
+    from interpret.report import write_report
 
     subject, store = _subject(args)
-    photo = figures.read_image(args.image_file) if args.image_file is not None else None
-    example = make_example(subject, store, args.image, args.sentence, truncate=args.truncate)
-    _cut_notes([{"cut": example.cut}])
-    maps = attention.attention_maps(subject, example, store)
-    if args.head is not None:
-        maps.heads("language", args.head)  # a head the model has, before anything is drawn
-    numbers, info = attention.save(maps, args.out)
-    made = figures.draw_all(maps, args.out, head=args.head, photo=photo)
-    shown = made["language"] + made["relations"] + made["cross"]
-    html = page.write_page(maps, args.out / "attention.html", shown, photo=args.image_file)
+    made = write_report(subject, store, args.image, args.sentence, args.out, head=args.head,
+                        photo_file=args.image_file, truncate=args.truncate)
+    _cut_notes([{"cut": made["example"].cut}])
+    maps = made["maps"]
     print(f"attention of {len(maps.tokens)} word pieces and {len(maps.boxes)} boxes "
           f"({'mean over heads' if args.head is None else f'head {args.head}'}):")
-    print(f"  page:     {html}")
-    for path in shown:
+    print(f"  page:     {made['page']}")
+    for path in made["figures"]:
         print(f"  figure:   {path}")
     print(f"  per word: {len(made['words'])} figures in {args.out / 'words'}")
-    print(f"  numbers:  {numbers} ({info.name} says what each array holds)")
+    print(f"  numbers:  {made['numbers']} ({made['info'].name} says what each array holds)")
     return 0
 
 
@@ -449,9 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the numbers behind every figure).")
     p.add_argument("--image", required=True, metavar="IMG_ID", help="the image's id in the store")
     p.add_argument("--sentence", required=True)
-    p.add_argument("--out", type=Path, required=True, help="the folder to write")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the folder to write (a previous run's folder is replaced; any other non-empty folder is refused)")
     p.add_argument("--image-file", type=Path,
-                   help="the photo, drawn under the boxes (default: a plain canvas of the stored size)")
+                   help="the photo (any format Pillow reads), stretched to the stored width and height under the "
+                        "boxes (default: a plain canvas of that size)")
     p.add_argument("--head", type=int, help="draw one attention head (default: the mean over heads)")
     p.set_defaults(func=cmd_attention)
 

@@ -193,9 +193,74 @@ def test_the_box_made_most_attended_is_drawn_strongest(tmp_path):
         maps = AttentionMaps(image="x", width=W, height=H, sentence="a b", tokens=["[CLS]", "word"], boxes=BOXES,
                              labels=[str(k) for k in range(n)], language=np.zeros((0, 1, 2, 2)),
                              relations=np.zeros((0, 1, n, n)), to_vision=to_vision, to_language=np.zeros((1, 1, n, 2)))
-        red = _redness(figures.word_boxes_figure(maps, 0, None, 1, tmp_path / f"w{strongest}.png"))
+        red = _redness(figures.save(figures.word_boxes_figure(maps, 0, None, 1), tmp_path / f"w{strongest}.png"))
         assert red.argmax() == strongest, red
         assert red[strongest] > red[(strongest + 2) % n] > red[(strongest + 1) % n] + 0.05, red
+
+
+def _hand_maps(boxes: np.ndarray, weights: np.ndarray):
+    from interpret.attention import AttentionMaps
+
+    n = len(boxes)
+    to_vision = np.zeros((1, 1, 2, n))
+    to_vision[0, 0, 1] = weights
+    return AttentionMaps(image="x", width=W, height=H, sentence="a b", tokens=["[CLS]", "word"], boxes=boxes,
+                         labels=[str(k) for k in range(n)], language=np.zeros((0, 1, 2, 2)),
+                         relations=np.zeros((0, 1, n, n)), to_vision=to_vision, to_language=np.zeros((1, 1, n, 2)))
+
+
+# A small box of weight 0.5 inside a large one of 0.1; two boxes of 0.1 and 0.15 overlapping on the right;
+# the rest of the weight on a box far away.
+NESTED = np.array([[20, 20, 200, 200], [80, 80, 120, 120], [220, 20, 290, 120], [250, 60, 310, 160],
+                   [10, 210, 40, 235]], dtype=np.float32)
+NESTED_WEIGHTS = np.array([0.1, 0.5, 0.1, 0.15, 0.15])
+
+
+def test_overlapping_boxes_show_the_strongest_not_the_sum(tmp_path):
+    from matplotlib.image import imread
+
+    from interpret import figures
+
+    maps = _hand_maps(NESTED, NESTED_WEIGHTS)
+    img = imread(figures.save(figures.word_boxes_figure(maps, 0, None, 1), tmp_path / "nested.png"))[..., :3]
+    green = lambda x, y: float(img[y - 3:y + 3, x - 3:x + 3, 1].mean())  # noqa: E731  (less green: more shaded)
+    alpha = lambda x, y: (figures.CANVAS[1] - green(x, y)) / (figures.CANVAS[1] - figures.HIGHLIGHT[1])  # noqa: E731
+    assert alpha(100, 100) == pytest.approx(np.sqrt(0.5), abs=0.02)  # the small box: its own weight
+    assert alpha(50, 150) == pytest.approx(np.sqrt(0.1), abs=0.02)  # the large box around it
+    assert alpha(270, 90) == pytest.approx(np.sqrt(0.15), abs=0.02)  # two boxes overlap: the stronger, not the sum
+    np.testing.assert_allclose(figures.shade(maps, NESTED_WEIGHTS)[[100, 150, 90], [100, 50, 270]],
+                               np.sqrt([0.5, 0.1, 0.15]), atol=1e-6)
+
+
+def test_figures_draw_the_models_numbers(world):
+    """What each figure draws, read back from its matplotlib artists, against the model's maps
+    computed here: no transposed matrix, no reversed arrow, no family drawn for another."""
+    from matplotlib.text import Annotation
+
+    from interpret import figures
+    from interpret.attention import attention_maps
+    from interpret.subject import load_subject, make_example
+    from data.store import FeatureStore
+
+    _, out, _ = _model_maps(world)
+    subject = load_subject(world / "model")
+    maps = attention_maps(subject, make_example(subject, FeatureStore(world / "store"), "img1", SENTENCE),
+                          FeatureStore(world / "store"))
+    fig = figures.language_figure(maps, None)
+    drawn = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    for layer, a in enumerate(out.language_attentions):
+        np.testing.assert_allclose(drawn[layer], a[0].mean(0).numpy(), atol=1e-5)
+    for layer, a in enumerate(out.vision_cross_attentions):
+        fig = figures.box_words_figure(maps, layer, 1)
+        np.testing.assert_allclose(fig.axes[0].images[0].get_array(), a[0, 1].numpy(), atol=1e-5)
+    rel = out.vision_attentions[0][0].mean(0).numpy().copy()
+    np.fill_diagonal(rel, 0)
+    strongest = {tuple(int(i) for i in np.unravel_index(f, rel.shape)) for f in np.argsort(rel, axis=None)[-5:]}
+    fig = figures.relation_figure(maps, 0, None, edges=5)
+    centres = (BOXES[:, :2] + BOXES[:, 2:]) / 2
+    arrows = {(int(np.argmin(np.abs(centres - a.xyann).sum(1))), int(np.argmin(np.abs(centres - a.xy).sum(1))))
+              for a in fig.axes[0].texts if isinstance(a, Annotation)}
+    assert arrows == strongest  # from the attending box to the attended one
 
 
 def test_each_words_figure_shades_its_most_attended_box_strongest(world, drawn):
@@ -220,7 +285,7 @@ def test_one_head_is_drawn_on_request(world, tmp_path, capsys):
     rc, _, err = _run(capsys, "attention", world / "model", "--store", world / "store", "--image", "img1",
                       "--sentence", SENTENCE, "--out", tmp_path / "h9", "--head", "9")
     assert rc == 2 and "--head 9: the model has heads 0..3" in err
-    assert not (tmp_path / "h9").exists()
+    assert not (tmp_path / "h9").exists() and not (tmp_path / "h9.partial").exists()
 
 
 def test_figures_over_a_photo(world, tmp_path, capsys):
@@ -355,7 +420,7 @@ def test_store_keeps_label_names_and_refuses_a_short_vocabulary(world, tmp_path)
 
     assert FeatureStore(world / "store").label_names() == {"objects": OBJECTS, "attributes": ATTRIBUTES}
     (tmp_path / "short.txt").write_text("ball\ncup\n")
-    with pytest.raises(ValueError, match=r"short.txt: 2 objects labels, but the records use ids up to"):
+    with pytest.raises(ValueError, match=r"short.txt: 2 objects labels, but .*img\d.npz: img_id 'img\d' uses id 3"):
         build_store(tmp_path / "s", npz_dirs=[world / "npz"], progress=False,
                     label_files={"objects": tmp_path / "short.txt"})
     assert not (tmp_path / "s").exists() and not (tmp_path / "s.partial").exists()
@@ -371,7 +436,8 @@ def _browser():
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         return None, "selenium is not installed (pip install -e '.[dev]')"
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    binary = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    driver = shutil.which("chromedriver")
     if not binary or not driver:
         return None, "no chromium and chromedriver (Debian: apt-get install chromium chromium-driver; .ci/run does)"
     return (webdriver, Service, binary, driver), ""
@@ -404,19 +470,23 @@ def test_page_in_a_real_browser(world, drawn, tmp_path):
         words = browser.find_elements(By.CSS_SELECTOR, ".word")
         boxes = browser.find_elements(By.CSS_SELECTOR, ".box")
         assert len(words) == to_vision.shape[2] and len(boxes) == to_vision.shape[3]
-        shown = lambda: np.array([float(b.get_attribute("fill-opacity")) for b in boxes])  # noqa: E731
+        by_index = sorted(boxes, key=lambda b: int(b.get_attribute("data-index")))
+        centres = ((BOXES[:, :2] + BOXES[:, 2:]) / 2).astype(int)
+        pixel = "return document.getElementById('shade-canvas').getContext('2d').getImageData(arguments[0], arguments[1], 1, 1).data[3];"
+        shown = lambda: np.array([browser.execute_script(pixel, int(x), int(y)) / 255 for x, y in centres])  # noqa: E731
         mean = to_vision[-1].mean(0)  # the page opens on the last cross layer, mean over heads
         a, b = next((i, j) for i in range(len(words)) for j in range(len(words))
                     if mean[i].argmax() != mean[j].argmax())
         for k in (a, b, a):
             ActionChains(browser).move_to_element(words[k]).perform()
-            np.testing.assert_allclose(shown(), np.sqrt(mean[k]), atol=2e-3)  # opacity = sqrt(weight)
+            np.testing.assert_allclose(shown(), np.sqrt(mean[k]), atol=3e-3)  # opacity = sqrt(weight), in 1/255 steps
+            np.testing.assert_allclose([float(b.get_attribute("data-weight")) for b in by_index], mean[k], atol=1e-4)
             assert shown().argmax() == mean[k].argmax()
         Select(browser.find_element(By.ID, "head")).select_by_visible_text("head 3")
-        np.testing.assert_allclose(shown(), np.sqrt(to_vision[-1, 3, a]), atol=2e-3)
+        np.testing.assert_allclose(shown(), np.sqrt(to_vision[-1, 3, a]), atol=3e-3)
         Select(browser.find_element(By.ID, "layer")).select_by_visible_text("cross layer 1")
-        np.testing.assert_allclose(shown(), np.sqrt(to_vision[0, 3, a]), atol=2e-3)
-        ActionChains(browser).move_to_element(boxes[3]).perform()  # a box: its words
+        np.testing.assert_allclose(shown(), np.sqrt(to_vision[0, 3, a]), atol=3e-3)
+        ActionChains(browser).move_to_element(by_index[3]).perform()  # a box: its words
         row = to_language[0, 3, 3]
         alphas = []
         for w in words:
@@ -425,7 +495,104 @@ def test_page_in_a_real_browser(world, drawn, tmp_path):
                           (1.0 if colour.startswith("rgb(217") else 0.0))
         np.testing.assert_allclose(alphas, np.sqrt(row), atol=4e-3)  # CSS keeps alpha in steps of 1/255
         assert "box 3" in browser.find_element(By.ID, "status").text
+        assert shown().max() == 0  # pointing at a box: no box shaded
+        errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert errors == [], errors
+        # boxes inside others can be pointed at, and overlaps show the strongest box, as in the figures
+        from interpret.page import write_page
+
+        write_page(_hand_maps(NESTED, NESTED_WEIGHTS), tmp_path / "nested.html")
+        browser.get((tmp_path / "nested.html").as_uri())
+        ActionChains(browser).move_to_element(browser.find_elements(By.CSS_SELECTOR, ".word")[1]).perform()
+        spots = [(100, 100), (50, 150), (270, 90)]
+        got = [browser.execute_script(pixel, x, y) / 255 for x, y in spots]
+        np.testing.assert_allclose(got, np.sqrt([0.5, 0.1, 0.15]), atol=3e-3)
+        inner = browser.find_element(By.CSS_SELECTOR, '.box[data-index="1"]')
+        ActionChains(browser).move_to_element(inner).perform()
+        assert browser.find_element(By.ID, "status").text.startswith("box 1 ")
         errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
         assert errors == [], errors
     finally:
         browser.quit()
+
+
+# ------------------------------------------------------------------ the folder, photos, other checkpoints
+def test_a_rerun_replaces_the_folder_and_other_folders_are_refused(world, tmp_path, capsys):
+    from interpret.attention import load
+
+    out = _attention_run(world, tmp_path / "att", capsys)
+    first = len(list((out / "words").glob("*.png")))
+    rc, _, err = _run(capsys, "attention", world / "model", "--store", world / "store", "--image", "img2",
+                      "--sentence", "a dog", "--out", out)
+    assert rc == 0, err
+    x = LxmertConfig.load(world / "model" / "config.json").x_layers
+    assert first == x * len(_inputs(world, "img1", SENTENCE)[1])
+    assert {p.name for p in (out / "words").glob("*.png")} == {  # nothing of the first sentence stays
+        f"layer{i + 1}_{k:02d}_{w}.png" for i in range(x) for k, w in enumerate(["cls", "a", "dog", "sep"])}
+    maps = load(out)  # the numbers read back: what a figure is redrawn from
+    assert maps.image == "img2" and maps.tokens == ["[CLS]", "a", "dog", "[SEP]"]
+    np.testing.assert_array_equal(maps.to_vision, np.load(out / "attention.npz")["to_vision"])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    rc, _, err = _run(capsys, "attention", world / "model", "--store", world / "store", "--image", "img2",
+                      "--sentence", "a dog", "--out", tmp_path / "mine")
+    assert rc == 2 and "holds other files" in err and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_greyscale_jpeg_photo_is_drawn_in_grey(world, tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.full((H, W), 90, dtype=np.uint8), mode="L").save(tmp_path / "grey.jpg")
+    out = _attention_run(world, tmp_path / "g", capsys, "--image-file", tmp_path / "grey.jpg")
+    from matplotlib.image import imread
+
+    img = imread(out / "relations_layer1.png")[..., :3]
+    corner = img[H - 40, 3]  # outside every box and below the boxes' labels
+    assert abs(corner[0] - corner[1]) < 0.02 and abs(corner[1] - corner[2]) < 0.02 and 0.3 < corner[0] < 0.42
+
+
+def test_an_encoder_alone_draws_attention_but_answers_nothing(world, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    (tmp_path / "enc").mkdir()
+    state = load_file(world / "model" / "model.safetensors")
+    save_file({k: v for k, v in state.items() if k.startswith("encoder.")}, tmp_path / "enc" / "model.safetensors")
+    shutil.copyfile(world / "model" / "config.json", tmp_path / "enc" / "config.json")
+    shutil.copyfile(world / "vocab.txt", tmp_path / "enc" / "vocab.txt")
+    out = _attention_run(world, tmp_path / "e", capsys)
+    rc, _, err = _run(capsys, "attention", tmp_path / "enc", "--store", world / "store", "--image", "img1",
+                      "--sentence", SENTENCE, "--out", tmp_path / "e2")
+    assert rc == 0, err
+    np.testing.assert_array_equal(np.load(out / "attention.npz")["to_vision"],
+                                  np.load(tmp_path / "e2" / "attention.npz")["to_vision"])  # the same encoder
+    rc, _, err = _run(capsys, "ask", tmp_path / "enc", "--store", world / "store", "--image", "img1",
+                      "--question", "what ?")
+    assert rc == 2 and "encoder alone" in err and "no answer head" in err
+
+
+def test_match_refuses_a_model_pretrained_without_matching(world, tmp_path, capsys):
+    cfg = json.loads((world / "model" / "config.json").read_text())
+    shutil.copytree(world / "model", tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "task_matched": False}))
+    rc, _, err = _run(capsys, "match", tmp_path / "m", "--store", world / "store", "--image", "img1",
+                      "--sentence", "a dog")
+    assert rc == 2 and "task_matched false" in err
+    rc, _, err = _run(capsys, "ask", world / "model", "--store", world / "store", "--image", "img1",
+                      "--question", "what ?", "--max-tokens", "2")
+    assert rc == 2 and "--max-tokens 2: at least 3" in err
+
+
+def test_a_model_without_relation_or_cross_layers(world, tmp_path, capsys):
+    cfg = LxmertConfig.load(world / "model" / "config.json")
+    net = LxmertForPretraining(LxmertConfig.from_dict({**cfg.to_dict(), "r_layers": 0, "x_layers": 0}))
+    net.init_weights()
+    net.save_pretrained(tmp_path / "flat")
+    shutil.copyfile(world / "vocab.txt", tmp_path / "flat" / "vocab.txt")
+    rc, _, err = _run(capsys, "attention", tmp_path / "flat", "--store", world / "store", "--image", "img1",
+                      "--sentence", SENTENCE, "--out", tmp_path / "f", "--head", "1")
+    assert rc == 0, err
+    saved = np.load(tmp_path / "f" / "attention.npz")
+    assert saved["relations"].shape == (0, 4, 10, 10) and saved["to_vision"].shape == (0, 4, 12, 10)
+    assert {p.name for p in (tmp_path / "f").glob("*.png")} == {"language.png"}
+    page = (tmp_path / "f" / "attention.html").read_text()
+    assert "no cross-modality layers" in page and "<script" not in page

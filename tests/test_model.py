@@ -146,6 +146,30 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         assert torch.allclose(a.grad, b.grad, atol=1e-6), name
 
 
+def test_cross_attention_maps_are_both_directions_of_the_shared_projection():
+    """Each cross layer's maps, computed here from its inputs and its one query/key projection:
+    language queries over region keys, and region queries over word keys (padding masked)."""
+    net = tiny().eval()
+    batch = make_batch(net.config, targets=False)
+    with torch.no_grad():
+        out = net(**batch, output_attentions=True, output_hidden_states=True)
+    cfg = net.config
+    heads, d = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    lang = out.language_hidden_states[cfg.l_layers - 1]  # the inputs of the first cross layer
+    visn = out.vision_hidden_states[cfg.r_layers - 1]
+    for x, layer in enumerate(net.encoder.cross_layers):
+        w, b = layer.cross_attention.qkv.weight, layer.cross_attention.qkv.bias
+        split = lambda t, part: (t @ w[part * cfg.hidden_size:(part + 1) * cfg.hidden_size].T  # noqa: E731
+                                 + b[part * cfg.hidden_size:(part + 1) * cfg.hidden_size]).unflatten(-1, (heads, d)).transpose(1, 2)
+        keep = batch["attention_mask"][:, None, None, :].bool()
+        with torch.no_grad():
+            to_vision = (split(lang, 0) @ split(visn, 1).transpose(-1, -2) / d ** 0.5).softmax(-1)
+            to_language = (split(visn, 0) @ split(lang, 1).transpose(-1, -2) / d ** 0.5).masked_fill(~keep, -1e9).softmax(-1)
+        assert torch.allclose(out.cross_attentions[x], to_vision, atol=1e-5), x
+        assert torch.allclose(out.vision_cross_attentions[x], to_language, atol=1e-5), x
+        lang, visn = out.language_hidden_states[cfg.l_layers + x], out.vision_hidden_states[cfg.r_layers + x]
+
+
 def test_attention_maps_are_probabilities():
     net = tiny().eval()
     batch = make_batch(net.config, targets=False)
