@@ -19,13 +19,18 @@ class Stacked:
     parts: list[Tensor]
     value: int | float = 0
     groups: tuple[int, ...] | None = None
+    length: int | None = None  # pad to this many instead of the longest (static shapes)
 
     @property
     def dtype(self) -> torch.dtype:
         return self.parts[0].dtype
 
     def _flat_shape(self) -> tuple[int, ...]:
-        return (len(self.parts), max(p.shape[0] for p in self.parts), *self.parts[0].shape[1:])
+        longest = max(p.shape[0] for p in self.parts)
+        if self.length is not None:
+            assert longest <= self.length, f"a part of {longest} rows exceeds the static length {self.length}"
+            longest = self.length
+        return (len(self.parts), longest, *self.parts[0].shape[1:])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -47,10 +52,21 @@ class Stacked:
         return self.write(torch.empty(self.shape, dtype=self.dtype))
 
 
-def region_mask(arrays: list[Tensor], groups: tuple[int, ...] | None = None) -> Tensor | None:
-    """(B, max N) 1 where a region exists; None when every item has the same number of regions."""
-    n = max(a.shape[0] for a in arrays)
-    if all(a.shape[0] == n for a in arrays):
+@dataclass(frozen=True)
+class StaticShapes:
+    """Every batch padded to the same shape: ``tokens`` word pieces and ``regions`` regions an
+    example, with both masks always present, so a compiled step sees one shape (issue 15)."""
+
+    tokens: int
+    regions: int
+
+
+def region_mask(arrays: list[Tensor], groups: tuple[int, ...] | None = None, length: int | None = None
+                ) -> Tensor | None:
+    """(B, max N) 1 where a region exists; None when every item has the same number of regions
+    (with ``length``: always the (B, length) mask)."""
+    n = max(a.shape[0] for a in arrays) if length is None else length
+    if length is None and all(a.shape[0] == n for a in arrays):
         return None
     mask = torch.zeros(len(arrays), n, dtype=torch.long)
     for i, a in enumerate(arrays):
@@ -161,18 +177,21 @@ class PretrainingBatch(_Batch):
                 "feat": (self.feat_mask > 0).any(), "qa": (self.ans >= 0).any()}
 
 
-def collate_pretraining(examples: list[dict], pack: bool = True) -> PretrainingBatch:
-    """``pack=False``: never lay the batch out for transfer (bench/loader.py's anchor)."""
+def collate_pretraining(examples: list[dict], pack: bool = True, shapes: StaticShapes | None = None
+                        ) -> PretrainingBatch:
+    """``pack=False``: never lay the batch out for transfer (bench/loader.py's anchor). ``shapes``:
+    pad to fixed sizes (padding is masked: the losses are those of the batch padded to its longest)."""
+    t, r = (shapes.tokens, shapes.regions) if shapes is not None else (None, None)
+    text = lambda key, value=0: Stacked([e[key] for e in examples], value, length=t)  # noqa: E731
+    region = lambda key, value=0: Stacked([e[key] for e in examples], value, length=r)  # noqa: E731
     regions = [e["visual_feats"] for e in examples]
     return PretrainingBatch.build(
         pack,
-        input_ids=Stacked([e["input_ids"] for e in examples], 0),
-        attention_mask=Stacked([torch.ones_like(e["input_ids"]) for e in examples], 0),
-        labels=Stacked([e["labels"] for e in examples], -100), visual_feats=Stacked(regions),
-        visual_pos=Stacked([e["visual_pos"] for e in examples]), visual_attention_mask=region_mask(regions),
-        obj_ids=Stacked([e["obj_ids"] for e in examples], -100), obj_weights=Stacked([e["obj_weights"] for e in examples]),
-        attr_ids=Stacked([e["attr_ids"] for e in examples], -100),
-        attr_weights=Stacked([e["attr_weights"] for e in examples]),
-        feat_targets=Stacked([e["feat_targets"] for e in examples]), feat_mask=Stacked([e["feat_mask"] for e in examples]),
+        input_ids=text("input_ids"),
+        attention_mask=Stacked([torch.ones_like(e["input_ids"]) for e in examples], 0, length=t),
+        labels=text("labels", -100), visual_feats=region("visual_feats"), visual_pos=region("visual_pos"),
+        visual_attention_mask=region_mask(regions, length=r),
+        obj_ids=region("obj_ids", -100), obj_weights=region("obj_weights"), attr_ids=region("attr_ids", -100),
+        attr_weights=region("attr_weights"), feat_targets=region("feat_targets"), feat_mask=region("feat_mask"),
         matched_label=torch.tensor([e["matched_label"] for e in examples]), ans=torch.tensor([e["ans"] for e in examples]),
     )

@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "Hugging Face's) or an original *_LXRT.pth file")
         p.add_argument("--store", type=Path, required=True, help="the feature store holding the image(s)")
         p.add_argument("--tokenizer", help="a vocab.txt, tokenizer folder or hub name (default: the model "
-                                           "directory's vocab.txt, else bert-base-uncased)")
+                                           "directory's own vocab.txt or tokenizer files, else bert-base-uncased)")
         p.add_argument("--preset", default="base", help="for a bare original file: the preset completing its sizes")
         p.add_argument("--max-tokens", type=int, default=20,
                        help="word pieces the model reads, [CLS] and [SEP] included (default 20, as in training)")

@@ -33,6 +33,9 @@ class DataSection:
     answer_dsets: list[str] | None = None  # restrict the answer table to these datasets
     missing_images: str = "drop"  # or "error"
     num_workers: int = 2
+    #: Pad every batch to 20 word pieces and the store's largest region count, masks always present:
+    #: one shape for every step (what a compiled step or a CUDA graph needs); the losses are unchanged.
+    static_shapes: bool = False
 
 
 @dataclass

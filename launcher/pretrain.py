@@ -87,16 +87,28 @@ def model_config(run: RunConfig, store, answers, tokenizer):
 OBJECTIVE_NAMES = ("mlm", "matched", "obj", "attr", "feat", "qa")
 
 
-def valid_loader(dataset, run: RunConfig, rank: int, world: int):
+def collate_for(run: RunConfig, store):
+    """The pre-training collate function: padding to each batch's longest, or to fixed shapes
+    (``data.static_shapes``: 20 word pieces, the store's largest region count)."""
+    import functools
+
+    from data.collate import StaticShapes, collate_pretraining
+    from data.tokenize import MAX_TOKENS
+
+    if not run.data.static_shapes:
+        return collate_pretraining
+    return functools.partial(collate_pretraining, shapes=StaticShapes(MAX_TOKENS, store.manifest["regions"]["max"]))
+
+
+def valid_loader(dataset, run: RunConfig, rank: int, world: int, collate):
     """The validation batches: the same ones at every pass, from workers started once (persistent).
     It holds exactly the ``log.valid_batches`` batches a pass reads, so that no prefetched batch is
     left over (kept in memory, then drained) between passes."""
-    from data.collate import collate_pretraining
     from data.sampler import ResumableSampler
 
     sampler = ResumableSampler(len(dataset), rank, world, seed=run.train.seed, shuffle=False)
     first = list(itertools.islice(sampler, run.log.valid_batches * run.train.micro_batch_size))
-    return loader(dataset, first, run, run.train.micro_batch_size, collate_pretraining, persistent=True)
+    return loader(dataset, first, run, run.train.micro_batch_size, collate, persistent=True)
 
 
 @torch.no_grad()
@@ -141,17 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     store, answers, tokenizer, train_set, valid_set, sampler = build_data(run, rank, world)
     torch.manual_seed(run.train.seed)
 
-    from data.collate import collate_pretraining
     from model import LxmertForPretraining
 
+    collate = collate_for(run, store)
+    if run.data.static_shapes and rank == 0:
+        shapes = collate.keywords["shapes"]
+        print(f"static shapes: every batch padded to {shapes.tokens} word pieces and {shapes.regions} regions", flush=True)
     config = model_config(run, store, answers, tokenizer)
     if run.model.init_from:
         net = LxmertForPretraining.from_pretrained(ckpt.locate(run.model.init_from), config, skip_heads=True)
     else:
         net = LxmertForPretraining(config)
-    valid_batches = None if valid_set is None else valid_loader(valid_set, run, rank, world)
+    valid_batches = None if valid_set is None else valid_loader(valid_set, run, rank, world, collate)
     job = Job(name="pre-training", run=run, rank=rank, world=world, model=net, model_config=config,
-              train_set=train_set, sampler=sampler, collate=collate_pretraining, loss_names=OBJECTIVE_NAMES,
+              train_set=train_set, sampler=sampler, collate=collate, loss_names=OBJECTIVE_NAMES,
               evaluate=None if valid_set is None else lambda engine: validate(engine, valid_batches, run),
               client={"architecture": "LxmertForPretraining", "answers": answers.answers,
                       "tokenizer_vocab": ckpt.vocab_file(run.data.tokenizer)})

@@ -588,6 +588,24 @@ def test_the_object_and_attribute_heads_fit_the_stores_labels(world, tmp_path):
     assert "holds objects ids up to 1256: give at least 1257" in out.stderr
 
 
+def test_static_shapes_through_the_job(world, tmp_path):
+    """data.static_shapes=true: every batch padded to 20 word pieces (masked), the same losses as the run
+    padded to each batch's longest, to rounding (the matrix shapes differ, so sums run in another order).
+    Dropout off in both: its random draws follow the tensors' shapes."""
+    runs, out = {}, {}
+    for static in (False, True):
+        runs[static] = tmp_path / f"static_{static}"
+        out[static] = launch("python", run_args(world, runs[static], "zero2_fp32.json", "train.max_steps=12",
+                                                "train.epochs=1", "model.overrides.hidden_dropout_prob=0.0",
+                                                "model.overrides.attention_probs_dropout_prob=0.0",
+                                                f"data.static_shapes={str(static).lower()}"), nproc=1).stdout
+    assert "static shapes: every batch padded to 20 word pieces and 12 regions" in out[True], out[True][-2000:]
+    assert "static shapes" not in out[False]
+    ours, plain = losses(runs[True]), losses(runs[False])
+    assert ours.keys() == plain.keys() and len(ours) == 12
+    assert all(abs(ours[k] - plain[k]) <= 1e-4 * abs(plain[k]) for k in ours), (ours, plain)
+
+
 def test_pretraining_reads_a_built_corpus_exactly_as_the_json(world, tmp_path, straight_run):
     """The job on corpora built by `lxmert corpus build` (training and validation): the same loss at
     every step as the uninterrupted JSON run (examples through a loader worker, validation, an epoch

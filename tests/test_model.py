@@ -330,6 +330,41 @@ def test_fp16_gradients_stay_finite_for_zeroed_regions():
             assert max(p.grad.float().abs().max() for p in net.parameters()) < 100
 
 
+def test_static_shapes_pad_every_batch_to_one_shape_with_the_same_losses():
+    """data.static_shapes: batches of different sentence lengths and region counts all come out
+    (B, 20) and (B, R) with both masks, and every loss equals the one of the batch padded to its longest."""
+    from data.collate import StaticShapes, collate_pretraining
+
+    torch.manual_seed(0)
+    cfg = LxmertConfig.from_preset("tiny", visual_feat_dim=8, num_object_labels=5, num_attr_labels=4, vocab_size=30,
+                                   num_qa_labels=6)
+    net = LxmertForPretraining(cfg).eval()
+    g = torch.Generator().manual_seed(4)
+
+    def example(t: int, n: int, matched: int) -> dict:
+        feats = torch.randn(n, 8, generator=g)
+        ids = torch.randint(5, 30, (t,), generator=g)
+        labels = torch.where(torch.rand(t, generator=g) < 0.3, ids, torch.tensor(-100))
+        return {"input_ids": ids, "labels": labels, "visual_feats": feats, "visual_pos": torch.rand(n, 4, generator=g),
+                "obj_ids": torch.randint(0, 5, (n,), generator=g), "obj_weights": torch.rand(n, generator=g),
+                "attr_ids": torch.randint(0, 4, (n,), generator=g), "attr_weights": torch.rand(n, generator=g),
+                "feat_targets": feats + 0.5, "feat_mask": (torch.rand(n, generator=g) < 0.5).float(),
+                "matched_label": matched, "ans": 2 if matched else -100}
+
+    shapes = StaticShapes(tokens=20, regions=12)
+    for sizes in (((7, 6, 1), (5, 4, 0), (9, 5, 1)), ((12, 12, 0), (20, 10, 1), (3, 12, 1))):
+        examples = [example(*size) for size in sizes]
+        tight, fixed = collate_pretraining(examples), collate_pretraining(examples, shapes=shapes)
+        assert fixed.input_ids.shape == fixed.attention_mask.shape == fixed.labels.shape == (3, 20)
+        assert fixed.visual_feats.shape == (3, 12, 8) and fixed.visual_attention_mask.shape == (3, 12)
+        assert fixed.feat_mask.shape == fixed.obj_ids.shape == (3, 12)
+        with torch.no_grad():
+            a, b = (net(**batch.model_inputs()).losses for batch in (tight, fixed))
+        assert set(a) == set(b) == {"mlm", "matched", "obj", "attr", "feat", "qa"}
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
 def test_visual_losses_average_over_real_regions():
     """Images of 6, 4 and 5 regions: the same examples padded to 6 (the batch's largest) or to 11
     give the same feature, object and attribute losses; with every image at R regions the loss is
