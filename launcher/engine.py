@@ -28,12 +28,48 @@ def init_distributed() -> tuple[int, int]:
     # mpirun: DeepSpeed's MPI discovery sets MASTER_PORT to its argument, 29500 unless told: the
     # user's MASTER_PORT (`mpirun -x MASTER_PORT=...`) is that argument, so two jobs can share a node
     port = int(os.environ.get("MASTER_PORT", 29500))
+    _say_if_op_build_is_locked()
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=not single, distributed_port=port, verbose=False)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     _unlink_shm_workspace(rank, world)
     return rank, world
+
+
+#: The op DeepSpeed JIT-builds at the first CPU ``init_distributed``, under torch's extension lock.
+SHM_OP = "deepspeed_shm_comm"
+
+
+def op_build_lock_message(build_dir: Path) -> str | None:
+    """The one-line advice when torch's build lock of DeepSpeed's CPU op is held (None when free).
+    torch waits for that file without end: a build killed midway (Ctrl-C, a job timeout) leaves it
+    behind, and every later job then waits for ever without a word."""
+    lock = Path(build_dir) / "lock"
+    if not lock.exists():
+        return None
+    import time
+
+    age = time.time() - lock.stat().st_mtime
+    return (f"{lock} is held (for {age:.0f} s): another job is building DeepSpeed's {SHM_OP} op, or a killed build "
+            f"left the lock behind; if no other job is building it, remove that file, or this job waits for ever")
+
+
+def _say_if_op_build_is_locked() -> None:
+    """On the CPU, before DeepSpeed builds or loads its op: the advice of :func:`op_build_lock_message`
+    on stderr if the lock is held (checked once, no thread: start-up forks nothing while threads run)."""
+    if torch.cuda.is_available():
+        return
+    import sys
+
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        message = op_build_lock_message(Path(_get_build_directory(SHM_OP, verbose=False)))
+    except Exception:  # torch's private helper moved: no advice, no harm
+        return
+    if message:
+        print(f"rank {os.environ.get('RANK', '0')}: {message}", file=sys.stderr, flush=True)
 
 
 def _unlink_shm_workspace(rank: int, world: int) -> None:

@@ -137,3 +137,45 @@ def test_a_rank_without_progress_prints_its_stack(world, tmp_path):
                        *pretrain_args(world, tmp_path / "quiet", "train.max_steps=2")[1:]],
                       environ=procs.env(SLOW_SAVE_SECONDS="3"))
     assert "Timeout (" not in quiet.stderr  # the default (900 s) stays silent on a healthy run
+
+
+def test_a_stale_op_build_lock_is_named_and_removing_it_lets_the_job_go_on(world, tmp_path):
+    """torch waits for ever on the build lock of DeepSpeed's CPU op that a killed build leaves behind:
+    the job says which file and what to do, and goes on once the file is removed."""
+    import shutil
+    import subprocess
+    import time
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    from launcher.engine import SHM_OP
+
+    built = Path(_get_build_directory(SHM_OP, verbose=False))
+    extensions = tmp_path / "extensions"
+    ours = extensions / SHM_OP  # with TORCH_EXTENSIONS_DIR set, torch builds right under it
+    if (built / f"{SHM_OP}.so").is_file():  # the op as built (no rebuild); else it is built once the lock is gone
+        shutil.copytree(built, ours, ignore=shutil.ignore_patterns("lock"))
+    ours.mkdir(parents=True, exist_ok=True)
+    (ours / "lock").touch()
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "launcher" / "pretrain.py"),
+                                 *run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=1")],
+                                cwd=ROOT, env=procs.env(TORCH_EXTENSIONS_DIR=str(extensions)), stdout=subprocess.DEVNULL,
+                                stderr=err, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while f"{ours / 'lock'} is held" not in err_file.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, err_file.read_text()[-3000:]
+                time.sleep(0.5)
+            assert "remove that file, or this job waits for ever" in err_file.read_text(), err_file.read_text()[-3000:]
+            time.sleep(2)
+            assert proc.poll() is None  # still waiting on the lock
+            (ours / "lock").unlink()
+            assert proc.wait(timeout=300) == 0, err_file.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                procs.dump_and_kill(proc)
+                proc.wait(timeout=60)
+                print(err_file.read_text()[-20000:])
+    assert (tmp_path / "run" / "losses.txt").is_file()
