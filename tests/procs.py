@@ -58,16 +58,37 @@ def ended(processes: list, timeout: float) -> list:
     return running
 
 
-def dump_and_kill(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    """SIGUSR2 to every process of ``proc``'s process group (stacks to their stderr; orphans whose
-    parent died are in it too), then SIGKILL."""
-    for sig in (signal.SIGUSR2, signal.SIGKILL):
+def group(pgid: int) -> list[int]:
+    """The pids of process group ``pgid`` (orphans whose parent died included)."""
+    import psutil
+
+    members = []
+    for pid in psutil.pids():
         try:
-            os.killpg(proc.pid, sig)
+            if os.getpgid(pid) == pgid:
+                members.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return members
+
+
+def dump_and_kill(proc: subprocess.Popen, grace: float = 1.0, each: float = 0.5) -> None:
+    """SIGUSR2 to every process of ``proc``'s process group, one at a time (stacks to their stderr:
+    written at once into one pipe, two processes' stacks interleave line by line), then SIGKILL."""
+    members = group(proc.pid)
+    if not members:
+        return
+    for pid in members:
+        try:
+            os.kill(pid, signal.SIGUSR2)
         except ProcessLookupError:
-            return
-        if sig == signal.SIGUSR2:
-            time.sleep(grace)
+            continue
+        time.sleep(each)
+    time.sleep(grace)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def wait(proc: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[str, str]:
