@@ -61,9 +61,11 @@ demo: $(STAMP)
 	@echo
 	$(VENV)/bin/lxmert results demo/finetune/vqa_pretrained demo/finetune/vqa_scratch demo/finetune/nlvr2_pretrained demo/finetune/nlvr2_scratch
 	@echo
-	@sentence="$(DEMO_SENTENCE)"; set -x; \
+	@sentence="$(DEMO_SENTENCE)"; \
+	  echo "$(VENV)/bin/lxmert attention demo/model --store demo/world/store --image $(DEMO_IMAGE) --sentence '$$sentence' --out demo/attention"; \
 	  $(VENV)/bin/lxmert attention demo/model --store demo/world/store --image $(DEMO_IMAGE) --sentence "$$sentence" --out demo/attention
-	@question="$(DEMO_QUESTION)"; set -x; \
+	@question="$(DEMO_QUESTION)"; \
+	  echo "$(VENV)/bin/lxmert ask demo/model --store demo/world/store --image $(DEMO_IMAGE) --question '$$question' --topk 3"; \
 	  $(VENV)/bin/lxmert ask demo/model --store demo/world/store --image $(DEMO_IMAGE) --question "$$question" --topk 3
 	@echo "demo: pre-trained model in demo/model; TensorBoard logs: tensorboard --logdir demo (pre-training and each fine-tuning run)"
 
