@@ -55,10 +55,12 @@ class Stacked:
 @dataclass(frozen=True)
 class StaticShapes:
     """Every batch padded to the same shape: ``tokens`` word pieces and ``regions`` regions an
-    example, with both masks always present, so a compiled step sees one shape (issue 15)."""
+    example, with both masks always present, and ``mlm_slots`` masked-LM target slots a batch
+    (:func:`data.objectives.mlm_slots_for`), so a compiled step sees one shape (issue 15)."""
 
     tokens: int
     regions: int
+    mlm_slots: int | None = None
 
 
 def region_mask(arrays: list[Tensor], groups: tuple[int, ...] | None = None, length: int | None = None
@@ -158,10 +160,12 @@ class PretrainingBatch(_Batch):
     feat_mask: Tensor  # (B, R) 1 = masked region
     matched_label: Tensor  # (B,) 1 matched, 0 mismatched, -100 = matching off
     ans: Tensor  # (B,) answer id, -100 = none
+    mlm_slots: int | None = None  # static shapes: masked-LM positions the model projects
 
     def model_inputs(self) -> dict:
-        """Keyword arguments for ``LxmertForPretraining`` (and Hugging Face's model)."""
-        return dict(
+        """Keyword arguments for ``LxmertForPretraining`` (and Hugging Face's model, without static shapes)."""
+        slots = {} if self.mlm_slots is None else {"mlm_slots": self.mlm_slots}
+        return dict(**slots,
             input_ids=self.input_ids, attention_mask=self.attention_mask, visual_feats=self.visual_feats,
             visual_pos=self.visual_pos, visual_attention_mask=self.visual_attention_mask, labels=self.labels,
             matched_label=self.matched_label, ans=self.ans,
@@ -182,6 +186,11 @@ def collate_pretraining(examples: list[dict], pack: bool = True, shapes: StaticS
     """``pack=False``: never lay the batch out for transfer (bench/loader.py's anchor). ``shapes``:
     pad to fixed sizes (padding is masked: the losses are those of the batch padded to its longest)."""
     t, r = (shapes.tokens, shapes.regions) if shapes is not None else (None, None)
+    slots = shapes.mlm_slots if shapes is not None else None
+    if slots is not None:
+        targets = sum(int((e["labels"] != -100).sum()) for e in examples)
+        if targets > slots:  # at the default, less likely than 1 in 10^12 batches
+            raise ValueError(f"a batch holds {targets} masked-LM targets, more than data.mlm_slots={slots}: raise it")
     text = lambda key, value=0: Stacked([e[key] for e in examples], value, length=t)  # noqa: E731
     region = lambda key, value=0: Stacked([e[key] for e in examples], value, length=r)  # noqa: E731
     regions = [e["visual_feats"] for e in examples]
@@ -194,4 +203,5 @@ def collate_pretraining(examples: list[dict], pack: bool = True, shapes: StaticS
         obj_ids=region("obj_ids", -100), obj_weights=region("obj_weights"), attr_ids=region("attr_ids", -100),
         attr_weights=region("attr_weights"), feat_targets=region("feat_targets"), feat_mask=region("feat_mask"),
         matched_label=torch.tensor([e["matched_label"] for e in examples]), ans=torch.tensor([e["ans"] for e in examples]),
+        mlm_slots=slots,
     )

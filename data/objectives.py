@@ -6,6 +6,7 @@ from (seed, epoch, index), so an example's masks do not depend on workers or on 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,6 +54,26 @@ def mask_tokens(ids: Tensor, special: Tensor, vocab_size: int, mask_id: int, gen
     inputs = torch.where(chosen & (roll < 0.8), mask_id, ids)
     inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
     return inputs, labels
+
+
+def mlm_slots_for(examples: int, maskable: int, probability: float, tail: float = 1e-12) -> int:
+    """Masked-LM target slots for a batch of ``examples`` with at most ``maskable`` maskable pieces
+    each (:func:`mask_tokens` chooses each with ``probability``): the smallest count that a batch
+    exceeds with probability at most ``tail`` (the binomial's upper tail, computed exactly)."""
+    n = examples * maskable
+    if probability <= 0.0 or n == 0:
+        return 1
+    if probability >= 1.0:
+        return n
+    log_p, log_q = math.log(probability), math.log1p(-probability)
+    log_pmf = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
+               for k in range(n + 1)]
+    above = 0.0  # P(X > k), summed from the top
+    for k in range(n, -1, -1):
+        if above + math.exp(log_pmf[k]) > tail:
+            return max(k, 1)
+        above += math.exp(log_pmf[k])
+    return 1
 
 
 def mask_regions(feats: Tensor, replacement: Callable[[Tensor], Tensor], gen: torch.Generator,

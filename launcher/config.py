@@ -36,6 +36,16 @@ class DataSection:
     #: Pad every batch to 20 word pieces and the store's largest region count, masks always present:
     #: one shape for every step (what a compiled step or a CUDA graph needs); the losses are unchanged.
     static_shapes: bool = False
+    #: With static_shapes: the masked-LM positions projected a batch (targets first, the rest ignored).
+    #: None: the smallest count that a batch exceeds with probability under 1e-12 at the masking probability.
+    mlm_slots: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mlm_slots is not None:
+            if not self.static_shapes:
+                raise ValueError("data.mlm_slots is for data.static_shapes=true: set both, or leave mlm_slots unset")
+            if not isinstance(self.mlm_slots, int) or self.mlm_slots < 1:
+                raise ValueError(f"data.mlm_slots must be a positive integer, got {self.mlm_slots!r}")
 
 
 @dataclass

@@ -89,15 +89,19 @@ OBJECTIVE_NAMES = ("mlm", "matched", "obj", "attr", "feat", "qa")
 
 def collate_for(run: RunConfig, store):
     """The pre-training collate function: padding to each batch's longest, or to fixed shapes
-    (``data.static_shapes``: 20 word pieces, the store's largest region count)."""
+    (``data.static_shapes``: 20 word pieces, the store's largest region count, ``data.mlm_slots``
+    masked-LM positions: given, or a count a batch exceeds with probability under 1e-12)."""
     import functools
 
     from data.collate import StaticShapes, collate_pretraining
+    from data.objectives import mlm_slots_for
     from data.tokenize import MAX_TOKENS
 
     if not run.data.static_shapes:
         return collate_pretraining
-    return functools.partial(collate_pretraining, shapes=StaticShapes(MAX_TOKENS, store.manifest["regions"]["max"]))
+    slots = run.data.mlm_slots or mlm_slots_for(run.train.micro_batch_size, MAX_TOKENS - 2, run.objectives.mlm_probability)
+    return functools.partial(collate_pretraining,
+                             shapes=StaticShapes(MAX_TOKENS, store.manifest["regions"]["max"], slots))
 
 
 def valid_loader(dataset, run: RunConfig, rank: int, world: int, collate):
@@ -158,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     collate = collate_for(run, store)
     if run.data.static_shapes and rank == 0:
         shapes = collate.keywords["shapes"]
-        print(f"static shapes: every batch padded to {shapes.tokens} word pieces and {shapes.regions} regions", flush=True)
+        print(f"static shapes: every batch padded to {shapes.tokens} word pieces and {shapes.regions} regions, "
+              f"{shapes.mlm_slots} masked-LM slots", flush=True)
     config = model_config(run, store, answers, tokenizer)
     if run.model.init_from:
         net = LxmertForPretraining.from_pretrained(ckpt.locate(run.model.init_from), config, skip_heads=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -29,7 +30,7 @@ class LxmertPretrainingOutput:
     question_answering_score: Tensor | None = None  # (B, num_qa_labels)
     #: Per-objective losses (mlm, matched, obj, attr, feat, qa) that were computed, unweighted.
     losses: dict[str, Tensor] = field(default_factory=dict)
-    mlm_target_logits: Tensor | None = None  # (number of targets, vocab)
+    mlm_target_logits: Tensor | None = None  # (number of targets, or mlm_slots, vocab)
     #: Object head: (B, R, num_object_labels), (B, R, num_attr_labels), (B, R, visual_feat_dim).
     obj_logits: Tensor | None = None
     attr_logits: Tensor | None = None
@@ -54,6 +55,14 @@ def _mean_ce(logits: Tensor, labels: Tensor) -> Tensor:
     labels = _ignore_minus_one(labels.reshape(-1))
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, reduction="sum")
     return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def target_slots(is_target: Tensor, slots: int) -> Tensor:
+    """``slots`` flat positions (all of them if fewer): every target, in order, then non-targets.
+    A shape that depends on ``slots`` only; the device asserts that no target is left out."""
+    slots = min(slots, is_target.numel())
+    torch._assert_async(is_target.sum() <= slots, "more masked-LM targets than mlm_slots: raise data.mlm_slots")
+    return torch.argsort((~is_target).to(torch.uint8), stable=True)[:slots]
 
 
 class LxmertForPretraining(LxmertPreTrainedModel):
@@ -90,13 +99,17 @@ class LxmertForPretraining(LxmertPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         full_mlm_logits: bool | None = None,
+        mlm_slots: int | None = None,
     ) -> LxmertPretrainingOutput:
         """Targets (all optional): ``labels`` (B, T) masked-LM ids, -100 or -1 = none;
         ``obj_labels`` {"obj": (ids (B, R), weights (B, R)), "attr": (...), "feat": (features
         (B, R, F), weights (B, R))}; ``matched_label`` (B,) 1 = matching pair; ``ans`` (B,)
         answer id, -100 or -1 = none. ``full_mlm_logits`` forces (or skips) the (B, T, vocab)
         projection; by default it is skipped in training (where only the positions carrying
-        a ``labels`` target are projected).
+        a ``labels`` target are projected). ``mlm_slots``: project a fixed number of positions instead,
+        the targets first and non-target positions (ignored by the loss) after them, so that the step's
+        shapes do not depend on how many pieces were masked (static shapes; the loss is unchanged).
+        A batch with more targets than slots fails (checked on the device, without waiting for it).
         """
         cfg = self.config
         sink = TiedGradient()
@@ -127,7 +140,8 @@ class LxmertForPretraining(LxmertPreTrainedModel):
                 losses["mlm"] = _mean_ce(out.prediction_logits, labels)
             else:  # project only the positions that carry a target: same loss, less work
                 flat = _ignore_minus_one(labels.reshape(-1))
-                where = (flat != IGNORE_INDEX).nonzero().squeeze(1)
+                is_target = flat != IGNORE_INDEX
+                where = is_target.nonzero().squeeze(1) if mlm_slots is None else target_slots(is_target, mlm_slots)
                 out.mlm_target_logits = self.mlm_head(lang.reshape(-1, lang.shape[-1])[where], word, sink)
                 losses["mlm"] = _mean_ce(out.mlm_target_logits, flat[where])
         if matched_label is not None and cfg.task_matched:

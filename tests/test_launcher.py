@@ -31,6 +31,10 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(None, ["train.lrr=1"])
     with pytest.raises(ValueError, match="objectives.mlm_probability must be in"):
         load_config(None, ["objectives.mlm_probability=2"])
+    with pytest.raises(ValueError, match="data.mlm_slots is for data.static_shapes=true"):
+        load_config(None, ["data.mlm_slots=40"])
+    with pytest.raises(ValueError, match="data.mlm_slots must be a positive integer, got 0"):
+        load_config(None, ["data.mlm_slots=0", "data.static_shapes=true"])
     with pytest.raises(ValueError, match="train.global_batch_size=100 is not a multiple of train.micro_batch_size=32 x "
                                          "world size 2 = 64"):
         reconcile_batch(100, 32, 2)
@@ -589,7 +593,8 @@ def test_the_object_and_attribute_heads_fit_the_stores_labels(world, tmp_path):
 
 
 def test_static_shapes_through_the_job(world, tmp_path):
-    """data.static_shapes=true: every batch padded to 20 word pieces (masked), the same losses as the run
+    """data.static_shapes=true: every batch padded to 20 word pieces (masked) and projected at a fixed
+    number of masked-LM positions, the same losses as the run
     padded to each batch's longest, to rounding (the matrix shapes differ, so sums run in another order).
     Dropout off in both: its random draws follow the tensors' shapes."""
     runs, out = {}, {}
@@ -599,7 +604,9 @@ def test_static_shapes_through_the_job(world, tmp_path):
                                                 "train.epochs=1", "model.overrides.hidden_dropout_prob=0.0",
                                                 "model.overrides.attention_probs_dropout_prob=0.0",
                                                 f"data.static_shapes={str(static).lower()}"), nproc=1).stdout
-    assert "static shapes: every batch padded to 20 word pieces and 12 regions" in out[True], out[True][-2000:]
+    # micro batch 8 of up to 18 maskable pieces at 15%: 56 slots (P(more targets) < 1e-12)
+    assert "static shapes: every batch padded to 20 word pieces and 12 regions, 56 masked-LM slots" in out[True], \
+        out[True][-2000:]
     assert "static shapes" not in out[False]
     ours, plain = losses(runs[True]), losses(runs[False])
     assert ours.keys() == plain.keys() and len(ours) == 12

@@ -365,6 +365,77 @@ def test_static_shapes_pad_every_batch_to_one_shape_with_the_same_losses():
             torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
 
+def test_mlm_slots_give_one_shape_and_the_same_loss_and_gradients():
+    """Static shapes' masked-LM slots: in training, batches with 2 to 11 targets all project exactly
+    ``mlm_slots`` positions (targets first, in order), with the loss and every gradient of the
+    projection at the targets only; more targets than slots fails on the device and in the collator."""
+    from data.collate import StaticShapes, collate_pretraining
+
+    torch.manual_seed(0)
+    cfg = LxmertConfig.from_preset("tiny", visual_feat_dim=8, num_object_labels=5, num_attr_labels=4, vocab_size=30,
+                                   num_qa_labels=6, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    net = LxmertForPretraining(cfg).train()
+    g = torch.Generator().manual_seed(5)
+
+    def example(t: int, targets: int) -> dict:
+        n = 6
+        feats = torch.randn(n, 8, generator=g)
+        ids = torch.randint(5, 30, (t,), generator=g)
+        labels = torch.full((t,), -100)
+        at = torch.randperm(t - 2, generator=g)[:targets] + 1
+        labels[at] = ids[at]
+        return {"input_ids": ids, "labels": labels, "visual_feats": feats, "visual_pos": torch.rand(n, 4, generator=g),
+                "obj_ids": torch.randint(0, 5, (n,), generator=g), "obj_weights": torch.rand(n, generator=g),
+                "attr_ids": torch.randint(0, 4, (n,), generator=g), "attr_weights": torch.rand(n, generator=g),
+                "feat_targets": feats + 0.5, "feat_mask": (torch.rand(n, generator=g) < 0.5).float(),
+                "matched_label": 1, "ans": 2}
+
+    def run(batch) -> tuple:
+        net.zero_grad()
+        out = net(**batch.model_inputs())
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    shapes = StaticShapes(tokens=20, regions=6, mlm_slots=12)
+    for counts in (((9, 1), (7, 1)), ((12, 4), (20, 7)), ((5, 0), (6, 0))):
+        examples = [example(*c) for c in counts]
+        targets = sum(c[1] for c in counts)
+        tight, fixed = collate_pretraining(examples), collate_pretraining(examples, shapes=shapes)
+        assert fixed.mlm_slots == 12 and "mlm_slots" not in tight.model_inputs()
+        (a, grads_a), (b, grads_b) = run(tight), run(fixed)
+        assert a.mlm_target_logits.shape == (targets, 30) and b.mlm_target_logits.shape == (12, 30)
+        torch.testing.assert_close(b.mlm_target_logits[:targets], a.mlm_target_logits, rtol=1e-5, atol=1e-6)
+        for name in a.losses:
+            torch.testing.assert_close(a.losses[name], b.losses[name], rtol=1e-5, atol=1e-6)
+        assert grads_a.keys() == grads_b.keys()
+        for name in grads_a:
+            torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
+    examples = [example(20, 9), example(20, 8)]
+    with pytest.raises(ValueError, match="17 masked-LM targets, more than data.mlm_slots=12"):
+        collate_pretraining(examples, shapes=shapes)
+    batch = collate_pretraining(examples, shapes=StaticShapes(20, 6))
+    with pytest.raises(RuntimeError, match="more masked-LM targets than mlm_slots"):
+        net(**batch.model_inputs(), mlm_slots=16)
+
+
+def test_mlm_slots_for_is_the_binomial_upper_tail():
+    """The default slot count: the smallest k with P(targets > k) <= tail, checked against exact fractions."""
+    from fractions import Fraction
+    from math import comb
+
+    from data.objectives import mlm_slots_for
+
+    for examples, maskable, p, tail in ((2, 18, 0.15, 1e-6), (4, 9, 0.3, 1e-9), (1, 18, 0.15, 1e-3)):
+        n, q = examples * maskable, Fraction(p)
+
+        def above(k: int) -> Fraction:
+            return sum(comb(n, j) * q**j * (1 - q) ** (n - j) for j in range(k + 1, n + 1))
+
+        k = mlm_slots_for(examples, maskable, p, tail)
+        assert above(k) <= tail < above(k - 1), (examples, maskable, p, k)
+    assert mlm_slots_for(8, 18, 1.0) == 144 and 21.6 < mlm_slots_for(8, 18, 0.15) < 144
+
+
 def test_visual_losses_average_over_real_regions():
     """Images of 6, 4 and 5 regions: the same examples padded to 6 (the batch's largest) or to 11
     give the same feature, object and attribute losses; with every image at R regions the loss is
