@@ -59,6 +59,9 @@ class TrainSection:
     weight_decay: float = 0.01
     gradient_clipping: float = 1.0
     seed: int = 0
+    #: Pre-training only, with data.static_shapes: the model compiled by torch.compile inside the
+    #: DeepSpeed engine (one graph, forward and backward); validation runs eager. Off until measured on GPUs.
+    compile: bool = False
 
 
 @dataclass
@@ -164,6 +167,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     """Read a YAML or JSON run file (or start from the defaults) and apply dotted overrides."""
     config = _build(RunConfig, _read(path, overrides), "")
     validate(config)
+    if config.train.compile and not config.data.static_shapes:
+        raise ValueError("train.compile needs data.static_shapes=true: one shape for every step, compiled once")
     return config
 
 
@@ -275,6 +280,8 @@ def load_finetune_config(path: str | Path | None, overrides: list[str] = (), tas
     values.setdefault("checkpoint", {}).setdefault("every", 10**9)  # by default: at the end and on preemption only
     config = _build(FinetuneConfig, values, "")
     validate(config)
+    if config.train.compile:
+        raise ValueError("train.compile is for pre-training (with data.static_shapes=true); fine-tuning runs eager")
     if config.task != "nlvr2" and not config.data.labels:
         raise ValueError(f"data.labels: the {config.task} label vocabulary (trainval_ans2label.json) is required")
     if not config.data.train and not config.data.valid and not config.data.test:

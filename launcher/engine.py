@@ -139,9 +139,48 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_engine(model: torch.nn.Module, config: dict, weight_decay: float):
+def build_engine(model: torch.nn.Module, config: dict, weight_decay: float, compile: bool = False):
+    """The DeepSpeed engine; with ``compile``, its module compiled in place by DeepSpeed's
+    ``engine.compile`` (``nn.Module.compile``: the state dict's names and the ZeRO hooks are
+    unchanged, so checkpoints are the eager run's) with inductor."""
     import deepspeed
 
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameter_groups(model, weight_decay),
                                            config=config)
+    if compile:
+        engine.compile(backend="inductor")
     return engine
+
+
+class CompileWatch:
+    """What ``torch.compile`` did in this process: graphs captured, graph breaks and recompilations,
+    each with its reason (recompilations are also logged by torch as they happen)."""
+
+    LOGGER = "torch._dynamo.guards.__recompiles"  # torch's "recompiles" log artifact
+
+    def __init__(self) -> None:
+        import logging
+
+        torch._logging.set_logs(recompiles=True)
+        self.recompiles: list[str] = []
+        watch = self
+
+        class _Count(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                watch.recompiles.append(record.getMessage())
+
+        self._handler = _Count()
+        logging.getLogger(self.LOGGER).addHandler(self._handler)
+
+    def summary(self) -> dict:
+        from torch._dynamo.utils import counters
+
+        breaks = counters["graph_break"]
+        return {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(breaks.values()),
+                "graph_break_reasons": [reason.split("\n")[0] for reason in breaks],
+                "recompilations": len(self.recompiles), "recompilation_reasons": list(self.recompiles)}
+
+    def close(self) -> None:
+        import logging
+
+        logging.getLogger(self.LOGGER).removeHandler(self._handler)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
@@ -22,7 +22,7 @@ import yaml
 
 from launcher import checkpoint as ckpt
 from launcher.config import reconcile_batch
-from launcher.engine import build_engine, deepspeed_config, precision_of
+from launcher.engine import CompileWatch, build_engine, deepspeed_config, precision_of
 from launcher.processes import beat, close_loader, data_loader, watch
 from model.pretrained import atomic_write
 
@@ -210,7 +210,7 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
     ds_config = deepspeed_config(run, world, total_steps)
     if resume_tag is not None and resume_tag.endswith(ckpt.UNIVERSAL):
         ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
-    engine = build_engine(job.model, ds_config, run.train.weight_decay)
+    engine = build_engine(job.model, ds_config, run.train.weight_decay, compile=run.train.compile)
 
     step, epoch, best = 0, 0, None
     if resume_tag is not None:
@@ -253,6 +253,10 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
 
         writer = resources.enter_context(SummaryWriter(str(run_dir / "tensorboard")))
     stopper = Stopper()
+    compiled = None
+    if run.train.compile:  # compiled at the first step; validation runs eager (no second graph)
+        compiled = CompileWatch()
+        resources.callback(compiled.close)
     throughput = Throughput(run.train.global_batch_size)
     meter = Meter(engine.device, job.loss_names, apart=lambda: throughput.apart_total)
     loss_file = resources.enter_context(open(run_dir / "losses.txt", "a")) if rank == 0 else None  # step, loss of rank 0's micro batch
@@ -277,7 +281,7 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
 
     def evaluate() -> None:
         nonlocal best
-        with throughput.aside("eval"):
+        with throughput.aside("eval"), (torch.compiler.set_stance("force_eager") if compiled else nullcontext()):
             values = job.evaluate(engine)
         engine.train()
         log(values)
@@ -372,5 +376,10 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
                   f"{summary['data_wait_fraction']:.1%} of the training time waiting for data (apart from it: "
                   f"validation {summary['eval_seconds']:.1f} s, checkpoints {summary['checkpoint_seconds']:.1f} s)",
                   flush=True)
+        if compiled is not None:
+            report = compiled.summary()
+            atomic_write(run_dir / "compile.json", lambda path: Path(path).write_text(json.dumps(report, indent=2) + "\n"))
+            print(f"torch.compile: {report['graphs']} graph(s), {report['graph_breaks']} graph break(s), "
+                  f"{report['recompilations']} recompilation(s) (reasons in {run_dir / 'compile.json'})", flush=True)
         print(f"done: {step} steps; checkpoints in {ckpt_dir}, TensorBoard logs in {run_dir / 'tensorboard'}", flush=True)
     return Outcome(step=step, stopped=stopped, best=best, ckpt_dir=ckpt_dir)

@@ -51,7 +51,11 @@ class ObjectHead(nn.Module):
 
     def forward(self, visn: Tensor) -> dict[str, Tensor]:
         x = self.transform(visn)
-        return {name: proj(x) for name in ("obj", "attr", "feat") if (proj := getattr(self, name)) is not None}
+        out = {}
+        for name, proj in (("obj", self.obj), ("attr", self.attr), ("feat", self.feat)):  # a loop: torch.compile
+            if proj is not None:                                                       # breaks on := in comprehensions
+                out[name] = proj(x)
+        return out
 
 
 class ClassifierHead(nn.Module):

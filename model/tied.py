@@ -70,11 +70,13 @@ class TiedEmbedding(nn.Embedding):
     ``self(ids, sink)`` looks up; ``self(hidden, sink, decode_bias=bias)`` decodes. Both go
     through the module call, so wrappers that manage parameters with module hooks (ZeRO-3)
     see both uses. With the same :class:`TiedGradient` the two produce one dense gradient
-    for the table; with ``sink=None`` they are plain ``F.embedding`` / ``F.linear``.
+    for the table; with ``sink=None``, and under ``torch.compile`` (whose compiled backward
+    fuses the two gradients' sum itself), they are plain ``F.embedding`` / ``F.linear``.
     """
 
     def forward(self, x: Tensor, sink: TiedGradient | None = None, decode_bias: Tensor | None = None) -> Tensor:
-        tied = sink is not None and torch.is_grad_enabled() and self.weight.requires_grad
+        tied = (sink is not None and torch.is_grad_enabled() and self.weight.requires_grad
+                and not torch.compiler.is_compiling())
         if decode_bias is not None:
             return _Decoder.apply(x, self.weight, decode_bias, sink) if tied else F.linear(x, self.weight, decode_bias)
         return _Lookup.apply(x, self.weight, self.padding_idx, sink) if tied else F.embedding(x, self.weight, self.padding_idx)

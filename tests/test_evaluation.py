@@ -107,6 +107,8 @@ def test_finetune_config_recipes_and_errors(tmp_path):
         load_finetune_config(None, ["data.train=[t]"], task="gqa")
     with pytest.raises(ValueError, match="unknown config field.*data.answers"):
         load_finetune_config(None, ["data.answers=x"], task="nlvr2")
+    with pytest.raises(ValueError, match="train.compile is for pre-training"):
+        load_finetune_config(None, ["data.train=[t]", "train.compile=true"], task="nlvr2")
 
 
 def test_synthetic_nlvr2_shows_each_sentence_with_several_image_pairs(tmp_path):
