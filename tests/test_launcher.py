@@ -621,8 +621,8 @@ def test_compiled_step_matches_eager_with_one_graph_and_no_recompilation(world, 
     on a store whose images hold 10 to 12 regions, 12 steps whose batches differ in masked pieces and
     region counts give one graph, no graph break and no recompilation (torch's own counters and
     recompile log, reported by the job), and the eager run's losses to 1e-5 relative (fused kernels sum in
-    another order). Dropout off in both (the compiled step draws its own random numbers). A run
-    without static shapes is refused before training."""
+    another order), and its checkpoint the eager run's names and weights. Dropout off in both (the compiled
+    step draws its own random numbers). A run without static shapes is refused before training."""
     import dataclasses
 
     from data.features import read_tsv, tsv_line
@@ -655,6 +655,12 @@ def test_compiled_step_matches_eager_with_one_graph_and_no_recompilation(world, 
     assert ours.keys() == eager.keys() and len(ours) == 12
     assert all(abs(ours[k] - eager[k]) <= 1e-5 * abs(eager[k]) for k in ours), (ours, eager)  # seen: 1.4e-7
     assert len(set(eager.values())) == 12  # the steps train: a compiled step that did nothing would differ
+    # the checkpoint holds the eager run's names (compiled in place: no "_orig_mod." prefix) and weights
+    states = [torch.load(next((r / "checkpoints").glob("step12/mp_rank_00_model_states.pt")), map_location="cpu",
+                         weights_only=False)["module"] for r in (runs[True], runs[False])]
+    assert states[0].keys() == states[1].keys()
+    for name in states[0]:
+        torch.testing.assert_close(states[0][name], states[1][name], rtol=1e-4, atol=1e-6, msg=name)
     refused = procs.run([sys.executable, ROOT / "launcher" / "pretrain.py",
                          *run_args(world, tmp_path / "refused", "zero2_fp32.json", "train.compile=true")], ok=False)
     assert refused.returncode == 2 and "train.compile needs data.static_shapes=true" in refused.stderr
