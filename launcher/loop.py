@@ -16,6 +16,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -28,20 +29,66 @@ from model.pretrained import atomic_write
 
 
 class Stopper:
-    """Turns SIGTERM / SIGUSR1 (preemption) into 'checkpoint at the next step, then exit'."""
+    """Turns SIGTERM / SIGUSR1 (preemption) into 'checkpoint at a step soon, then exit' on every rank.
+
+    :meth:`poll` runs once a step without waiting for the device or for the other ranks: each
+    step starts an all-reduce of the local flag on the CPU (over gloo) and reads the previous
+    step's, so every rank learns of a signal at the same step, one step after it arrived."""
 
     def __init__(self) -> None:
         self.requested = False
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._handle)
+        # a CPU group: the default one when it is gloo, else a gloo group beside NCCL
+        self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        self._flag, self._work = np.zeros(1), None  # read as numpy: never a tensor sync
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
 
-    def any_rank(self, device) -> bool:
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
-        dist.all_reduce(flag)
-        return bool(flag.item())
+    def poll(self) -> bool:
+        stop = False
+        if self._work is not None:
+            self._work.wait()
+            stop = bool(self._flag[0] > 0)
+        self._flag = np.array([1.0 if self.requested else 0.0])
+        self._work = dist.all_reduce(torch.from_numpy(self._flag), group=self._group, async_op=True)
+        return stop
+
+    def close(self) -> None:
+        """At the end of training (not on an error: a rank that failed never joins the last poll)."""
+        if self._work is not None:
+            self._work.wait()
+            self._work = None
+
+
+class LossFile:
+    """``losses.txt`` (rank 0): each optimizer step's loss (of its last micro batch), kept on the
+    device and written at log points, before checkpoints and at the end: one host sync per log
+    point instead of one per step."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "a")
+        self.pending: list[tuple[int, torch.Tensor]] = []
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self.pending.append((step, loss.detach()))
+
+    def flush(self) -> float | None:
+        """Write the pending steps; the last one's loss (None if nothing was pending)."""
+        if not self.pending:
+            return None
+        values = torch.stack([loss.float() for _, loss in self.pending]).tolist()
+        self.file.write("".join(f"{step} {value!r}\n" for (step, _), value in zip(self.pending, values)))
+        self.file.flush()
+        self.pending = []
+        return values[-1]
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.file.close()
 
 
 def loader(dataset, sampler, run, batch_size: int, collate: Callable, drop_last: bool = True,
@@ -259,7 +306,9 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
         resources.callback(compiled.close)
     throughput = Throughput(run.train.global_batch_size)
     meter = Meter(engine.device, job.loss_names, apart=lambda: throughput.apart_total)
-    loss_file = resources.enter_context(open(run_dir / "losses.txt", "a")) if rank == 0 else None  # step, loss of rank 0's micro batch
+    loss_file = LossFile(run_dir / "losses.txt") if rank == 0 else None  # step, loss of rank 0's micro batch
+    if loss_file is not None:
+        resources.callback(loss_file.close)
     bar = None
     if rank == 0 and run.log.progress:
         from tqdm import tqdm
@@ -327,13 +376,13 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
             step += 1
             epoch_end = left < accumulation  # no further optimizer step in this epoch
             if loss_file is not None:
-                loss_file.write(f"{step} {out.loss.item()!r}\n")
-                loss_file.flush()
+                loss_file.add(step, out.loss)
             if bar is not None:
                 bar.update(1)
-                if step % run.log.every == 0:
-                    bar.set_postfix(loss=f"{out.loss.item():.3f}")
             if step % run.log.every == 0 or step == total_steps:
+                last = loss_file.flush() if loss_file is not None else None
+                if bar is not None and last is not None:
+                    bar.set_postfix(loss=f"{last:.3f}")
                 values = meter.read()
                 values["lr"] = engine.get_lr()[0]
                 values["skipped_steps"] = float(engine.skipped_steps)
@@ -350,8 +399,10 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
             due = step % run.log.valid_every == 0 if run.log.valid_every else epoch_end
             if job.evaluate is not None and (due or step == total_steps):
                 evaluate()
-            stop = stopper.any_rank(engine.device)
+            stop = stopper.poll()
             if step % run.checkpoint.every == 0 or step == total_steps or stop:
+                if loss_file is not None:  # the losses up to a checkpoint are on disk with it
+                    loss_file.flush()
                 with throughput.aside("checkpoint"):
                     ckpt.save(engine, ckpt_dir, step, client_state(), run.checkpoint.keep)
             if stop:
@@ -366,6 +417,7 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
                 break
         if not done:  # the epoch's data is exhausted
             epoch += 1
+    stopper.close()
     summary = throughput.summary(step)
     if bar is not None:
         bar.close()

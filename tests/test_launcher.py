@@ -666,6 +666,29 @@ def test_compiled_step_matches_eager_with_one_graph_and_no_recompilation(world, 
     assert refused.returncode == 2 and "train.compile needs data.static_shapes=true" in refused.stderr
 
 
+def test_the_training_loop_waits_for_the_device_only_at_log_points(world, tmp_path):
+    """Between log points our code (launcher/, model/) makes no call that waits for the device
+    (``item``, ``bool``, ``float``, ``tolist``, ``cpu``, ``numpy`` on a tensor), recorded by
+    ``tests/sync_audit.py`` with the micro step of each call: 12 optimizer steps of 2 micro steps
+    (bf16 ZeRO-2, 1 rank), logging every 4 steps; validation and the checkpoint at the end. The loss
+    file and the preemption check once waited at every step. DeepSpeed's own per-step waits are
+    printed (its overflow and gradient-norm checks)."""
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    procs.run([sys.executable, str(ROOT / "tests" / "sync_audit.py"),
+               *run_args(world, tmp_path / "run", "zero2_bf16.json", "train.max_steps=12", "train.epochs=1", "log.every=4")],
+              environ=procs.env(SYNC_AUDIT_DIR=str(audit)))
+    (record,) = [json.loads(p.read_text()) for p in audit.glob("syncs-*.json")]
+    assert record["steps"] == 24
+    ours = {site: sorted(set(at)) for site, at in record["sites"].items() if site.startswith(("launcher/", "model/"))}
+    logs = {8, 16, 24}  # after optimizer steps 4, 8, 12; 0: before the first step
+    assert any(set(at) == logs for at in ours.values()), ours  # the audit sees the log points' reads
+    assert {site: at for site, at in ours.items() if not set(at) <= logs | {0}} == {}
+    theirs = sorted(site for site, at in record["sites"].items() if site.startswith("deepspeed/") and len(set(at)) >= 12)
+    print("DeepSpeed's waits at every optimizer step:", *theirs, sep="\n  ")
+    assert len((tmp_path / "run" / "losses.txt").read_text().splitlines()) == 12
+
+
 def test_pretraining_reads_a_built_corpus_exactly_as_the_json(world, tmp_path, straight_run):
     """The job on corpora built by `lxmert corpus build` (training and validation): the same loss at
     every step as the uninterrupted JSON run (examples through a loader worker, validation, an epoch
