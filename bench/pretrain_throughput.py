@@ -7,7 +7,9 @@ time spent waiting for data (target: under 5%). The final checkpoint's write is 
 ("ckpt s"), not as training. The world is made large enough that a run stays within one epoch:
 the next epoch's batches are only started when that epoch begins, a wait that real corpora
 (thousands of steps an epoch) hardly see. On a GPU it adds model FLOPs utilisation (model FLOPs
-of our step, counted by torch's FLOP counter) and peak memory.
+of our step, counted by torch's FLOP counter) and peak memory. The anchor, measured in the same
+run before the jobs: the model's own training step with the same optimizer (``model step``,
+samples/s on one batch, no ZeRO, no data loading); ``ratio`` is the job's samples/s per rank over it.
 
     python bench/pretrain_throughput.py [--presets tiny,base] [--ranks 1,2] [--steps 20]
     python bench/pretrain_throughput.py --presets base --ranks 1 --micro 64,256 --steps 40 --workers 8 \
@@ -30,10 +32,9 @@ sys.path.insert(0, str(ROOT))
 GPU_PEAK = {"H100": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}, "H200": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}}
 
 
-def flops_per_example(preset: str, world: Path, micro: int) -> float:
-    """Forward + backward FLOPs of our model on one collated batch of this world, per example."""
+def model_and_batch(preset: str, world: Path, micro: int, device: str):
+    """Our pre-training model for this world and one collated batch of ``micro`` examples on ``device``."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from data.answers import AnswerTable
     from data.collate import collate_pretraining
@@ -50,12 +51,62 @@ def flops_per_example(preset: str, world: Path, micro: int) -> float:
     batch = collate_pretraining([ds[(0, i)] for i in range(micro)])
     config = LxmertConfig.from_preset(preset, vocab_size=len(tok), visual_feat_dim=store.feature_dim,
                                       num_qa_labels=len(answers))
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # the count is the same; the GPU is much faster
+    torch.manual_seed(0)
     net = LxmertForPretraining(config).train().to(device)
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.model_inputs().items()}
+    return net, inputs
+
+
+def flops_per_example(preset: str, world: Path, micro: int) -> float:
+    """Forward + backward FLOPs of our model on one collated batch of this world, per example."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the count is the same; the GPU is much faster
+    net, inputs = model_and_batch(preset, world, micro, device)
     with FlopCounterMode(display=False) as counter:
         net(**inputs).loss.backward()
     return counter.get_total_flops() / micro
+
+
+def model_step_rate(preset: str, world: Path, micro: int, precision: str, steps: int) -> float:
+    """The anchor: the model's own training step on one batch of this world, samples/s (median of
+    ``steps`` after 2 warm-up steps): forward, backward and torch's fused AdamW (bf16: bf16 model,
+    fp32 master weights, as the engine keeps them), with the job's process settings
+    (``keep_freed_memory``); no ZeRO buffers, no clipping, no data loading."""
+    import statistics
+    import time
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from model_speed import Bf16Master
+
+    from launcher.engine import keep_freed_memory
+
+    keep_freed_memory()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net, inputs = model_and_batch(preset, world, micro, device)
+    adam = dict(lr=1e-4, weight_decay=0.01, fused=True)
+    if precision == "fp32":
+        opt = torch.optim.AdamW(net.parameters(), **adam)
+    else:
+        net = net.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        opt = Bf16Master(net, **adam)
+    times = []
+    for i in range(steps + 2):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        net(**inputs).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    del net, opt
+    return micro / statistics.median(times)
 
 
 def main() -> None:
@@ -70,6 +121,8 @@ def main() -> None:
                              "whose loader restart would count as waiting for data)")
     parser.add_argument("--ds", default="ds_configs/zero2_bf16.json")
     parser.add_argument("--dir", type=Path, default=None, help="working folder (default: a temporary one)")
+    parser.add_argument("--anchor-steps", type=int, default=5,
+                        help="timed steps of the anchor, the model's own training step (0: no anchor)")
     args = parser.parse_args()
 
     import torch
@@ -96,9 +149,11 @@ def main() -> None:
     peak = next((v[precision] for k, v in GPU_PEAK.items() if k in device), None)  # MFU only where known
     print(f"{device}, torch {torch.__version__}, {args.ds} ({precision}), {args.steps} steps, "
           f"{args.workers} loader workers per rank, 20-token sentences, 36 regions x 2048")
-    print(f"{'preset':<7}{'micro':>6}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}{'peak GiB':>10}{'ckpt s':>8}")
+    print(f"{'preset':<7}{'micro':>6}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}{'peak GiB':>10}{'ckpt s':>8}"
+          f"{'model step':>12}{'ratio':>7}")
     for preset, micro in ((p, m) for p in args.presets.split(",") for m in micros):
         flops = flops_per_example(preset, world, micro) if peak else None
+        anchor = model_step_rate(preset, world, micro, precision, args.anchor_steps) if args.anchor_steps else None
         for ranks in rank_counts:
             run_dir = work / f"run-{preset}-{ranks}-{Path(args.ds).stem}-{micro}"
             if run_dir.exists():
@@ -128,8 +183,9 @@ def main() -> None:
             r = json.loads((run_dir / "throughput.json").read_text())
             mfu = f"{r['samples_per_sec'] * flops / (peak * ranks):.1%}" if flops else ""
             mem = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else ""
+            ratio = f"{r['samples_per_sec'] / (anchor * ranks):.2f}x" if anchor else ""  # per rank, against one model step
             print(f"{preset:<7}{micro:>6}{ranks:>6}{r['samples_per_sec']:>11.2f}{r['data_wait_fraction']:>10.1%}{mfu:>8}{mem:>10}"
-                  f"{r['checkpoint_seconds']:>8.1f}", flush=True)
+                  f"{r['checkpoint_seconds']:>8.1f}{anchor or 0:>12.2f}{ratio:>7}", flush=True)
     print(f"model step FLOPs per example (ours, torch's counter): see MFU; working folder {work}")
 
 
