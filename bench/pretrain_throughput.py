@@ -13,7 +13,8 @@ samples/s on one batch, no ZeRO, no data loading); ``ratio`` is the job's sample
 
     python bench/pretrain_throughput.py [--presets tiny,base] [--ranks 1,2] [--steps 20]
     python bench/pretrain_throughput.py --presets base --ranks 1 --micro 64,256 --steps 40 --workers 8 \
-        --ds ds_configs/zero2_fp16.json   # GPU
+        --ds ds_configs/zero2_fp16.json --modes eager,compiled   # GPU
+    python bench/pretrain_throughput.py --gpu-suite   # the GPU table of BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+#: The job's settings per mode: eager (padding to each batch's longest), compiled (static shapes, one
+#: inductor graph), cudagraphs (the same, captured as CUDA graphs: torch.compile's "reduce-overhead").
+MODES = {"eager": [], "compiled": ["data.static_shapes=true", "train.compile=true"],
+         "cudagraphs": ["data.static_shapes=true", "train.compile=true", "train.compile_mode=reduce-overhead"]}
 GPU_PEAK = {"H100": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}, "H200": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12}}
 
 
@@ -119,11 +124,21 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=0,
                         help="images of the synthetic world (default: enough that no run crosses an epoch boundary, "
                              "whose loader restart would count as waiting for data)")
-    parser.add_argument("--ds", default="ds_configs/zero2_bf16.json")
+    parser.add_argument("--ds", default="ds_configs/zero2_bf16.json", help="DeepSpeed configs (comma-separated)")
+    parser.add_argument("--modes", default="eager", help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--gpu-suite", action="store_true",
+                        help="the GPU table: base preset, 1 rank, bf16 and fp16 ZeRO-2, micro 256 and 32, every mode, "
+                             "8 workers, 20 steps (each row printed as it is measured)")
     parser.add_argument("--dir", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--anchor-steps", type=int, default=5,
                         help="timed steps of the anchor, the model's own training step (0: no anchor)")
     args = parser.parse_args()
+    if args.gpu_suite:
+        args.presets, args.ranks, args.micro, args.workers, args.steps = "base", "1", "256,32", 8, 20
+        args.ds, args.modes = "ds_configs/zero2_bf16.json,ds_configs/zero2_fp16.json", ",".join(MODES)
+    unknown = set(args.modes.split(",")) - set(MODES)
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(sorted(unknown))}; known: {', '.join(MODES)}")
 
     import torch
 
@@ -143,49 +158,52 @@ def main() -> None:
     if sentences < needed:
         print(f"note: {sentences} training sentences, fewer than the {needed} a run reads: it crosses an epoch boundary, "
               f"where the wait for the next epoch's first batches counts as waiting for data (a larger --images avoids it)")
-    ds_config = json.loads((ROOT / args.ds).read_text())
-    precision = "fp16" if ds_config.get("fp16", {}).get("enabled") else "bf16" if ds_config.get("bf16", {}).get("enabled") else "fp32"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    peak = next((v[precision] for k, v in GPU_PEAK.items() if k in device), None)  # MFU only where known
-    print(f"{device}, torch {torch.__version__}, {args.ds} ({precision}), {args.steps} steps, "
-          f"{args.workers} loader workers per rank, 20-token sentences, 36 regions x 2048")
-    print(f"{'preset':<7}{'micro':>6}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}{'peak GiB':>10}{'ckpt s':>8}"
-          f"{'model step':>12}{'ratio':>7}")
-    for preset, micro in ((p, m) for p in args.presets.split(",") for m in micros):
-        flops = flops_per_example(preset, world, micro) if peak else None
-        anchor = model_step_rate(preset, world, micro, precision, args.anchor_steps) if args.anchor_steps else None
-        for ranks in rank_counts:
-            run_dir = work / f"run-{preset}-{ranks}-{Path(args.ds).stem}-{micro}"
-            if run_dir.exists():
-                import shutil
+    print(f"{device}, torch {torch.__version__}, {args.steps} steps, {args.workers} loader workers per rank, "
+          f"20-token sentences, 36 regions x 2048")
+    print(f"{'ds config':<12}{'mode':<11}{'preset':<7}{'micro':>6}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}"
+          f"{'peak GiB':>10}{'ckpt s':>8}{'model step':>12}{'ratio':>7}", flush=True)
+    for ds in args.ds.split(","):
+        ds_config = json.loads((ROOT / ds).read_text())
+        precision = ("fp16" if ds_config.get("fp16", {}).get("enabled") else
+                     "bf16" if ds_config.get("bf16", {}).get("enabled") else "fp32")
+        peak = next((v[precision] for k, v in GPU_PEAK.items() if k in device), None)  # MFU only where known
+        for preset, micro in ((p, m) for p in args.presets.split(",") for m in micros):
+            flops = flops_per_example(preset, world, micro) if peak else None
+            anchor = model_step_rate(preset, world, micro, precision, args.anchor_steps) if args.anchor_steps else None
+            for mode, ranks in ((m, r) for m in args.modes.split(",") for r in rank_counts):
+                run_dir = work / f"run-{preset}-{ranks}-{Path(ds).stem}-{micro}-{mode}"
+                if run_dir.exists():
+                    import shutil
 
-                shutil.rmtree(run_dir)
-            overrides = [
-                f"run_dir={run_dir}", f"deepspeed={ROOT / args.ds}", f"model.preset={preset}",
-                f"data.store={world / 'store'}", f"data.train=[{world / 'lxmert' / 'train.json'}]", "data.valid=[]",
-                f"data.answers={world / 'lxmert' / 'all_ans.json'}", f"data.tokenizer={world / 'vocab.txt'}",
-                f"data.num_workers={args.workers}", f"train.micro_batch_size={micro}",
-                f"train.global_batch_size={micro * ranks}", f"train.max_steps={args.steps}", "train.epochs=100",
-                "checkpoint.every=1000000", "log.progress=false", "log.every=1000000",
-            ]
-            script = str(ROOT / "launcher" / "pretrain.py")
-            config = str(ROOT / "launcher" / "configs" / "synth_tiny.yaml")
-            if ranks == 1:
-                cmd = [sys.executable, script, "--config", config, "--resume", "none", *overrides]
-            else:
-                cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(ranks), script, "--config", config,
-                       "--resume", "none", *overrides]
-            env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-            if out.returncode != 0:
-                print(out.stdout[-2000:], out.stderr[-2000:])
-                raise SystemExit(f"{preset}, micro batch {micro}, at {ranks} ranks failed")
-            r = json.loads((run_dir / "throughput.json").read_text())
-            mfu = f"{r['samples_per_sec'] * flops / (peak * ranks):.1%}" if flops else ""
-            mem = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else ""
-            ratio = f"{r['samples_per_sec'] / (anchor * ranks):.2f}x" if anchor else ""  # per rank, against one model step
-            print(f"{preset:<7}{micro:>6}{ranks:>6}{r['samples_per_sec']:>11.2f}{r['data_wait_fraction']:>10.1%}{mfu:>8}{mem:>10}"
-                  f"{r['checkpoint_seconds']:>8.1f}{anchor or 0:>12.2f}{ratio:>7}", flush=True)
+                    shutil.rmtree(run_dir)
+                overrides = [
+                    f"run_dir={run_dir}", f"deepspeed={ROOT / ds}", f"model.preset={preset}",
+                    f"data.store={world / 'store'}", f"data.train=[{world / 'lxmert' / 'train.json'}]", "data.valid=[]",
+                    f"data.answers={world / 'lxmert' / 'all_ans.json'}", f"data.tokenizer={world / 'vocab.txt'}",
+                    f"data.num_workers={args.workers}", f"train.micro_batch_size={micro}",
+                    f"train.global_batch_size={micro * ranks}", f"train.max_steps={args.steps}", "train.epochs=100",
+                    "checkpoint.every=1000000", "log.progress=false", "log.every=1000000", *MODES[mode],
+                ]
+                script = str(ROOT / "launcher" / "pretrain.py")
+                config = str(ROOT / "launcher" / "configs" / "synth_tiny.yaml")
+                if ranks == 1:
+                    cmd = [sys.executable, script, "--config", config, "--resume", "none", *overrides]
+                else:
+                    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(ranks), script, "--config",
+                           config, "--resume", "none", *overrides]
+                env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+                if out.returncode != 0:
+                    print(out.stdout[-2000:], out.stderr[-2000:])
+                    raise SystemExit(f"{ds}, {mode}, {preset}, micro batch {micro}, at {ranks} ranks failed")
+                r = json.loads((run_dir / "throughput.json").read_text())
+                mfu = f"{r['samples_per_sec'] * flops / (peak * ranks):.1%}" if flops else ""
+                mem = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else ""
+                ratio = f"{r['samples_per_sec'] / (anchor * ranks):.2f}x" if anchor else ""  # per rank, against one model step
+                print(f"{Path(ds).stem:<12}{mode:<11}{preset:<7}{micro:>6}{ranks:>6}{r['samples_per_sec']:>11.2f}"
+                      f"{r['data_wait_fraction']:>10.1%}{mfu:>8}{mem:>10}{r['checkpoint_seconds']:>8.1f}{anchor or 0:>12.2f}"
+                      f"{ratio:>7}", flush=True)
     print(f"model step FLOPs per example (ours, torch's counter): see MFU; working folder {work}")
 
 

@@ -62,6 +62,14 @@ class TrainSection:
     #: Pre-training only, with data.static_shapes: the model compiled by torch.compile inside the
     #: DeepSpeed engine (one graph, forward and backward); validation runs eager. Off until measured on GPUs.
     compile: bool = False
+    #: torch.compile's mode: "default", or "reduce-overhead" (CUDA graphs on GPUs; on the CPU the same as
+    #: default), "max-autotune", "max-autotune-no-cudagraphs".
+    compile_mode: str = "default"
+
+    def __post_init__(self) -> None:
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        if self.compile_mode not in modes:
+            raise ValueError(f"train.compile_mode must be one of {', '.join(modes)}, got {self.compile_mode!r}")
 
 
 @dataclass

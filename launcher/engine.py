@@ -161,16 +161,16 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_engine(model: torch.nn.Module, config: dict, weight_decay: float, compile: bool = False):
-    """The DeepSpeed engine; with ``compile``, its module compiled in place by DeepSpeed's
-    ``engine.compile`` (``nn.Module.compile``: the state dict's names and the ZeRO hooks are
-    unchanged, so checkpoints are the eager run's) with inductor."""
+def build_engine(model: torch.nn.Module, config: dict, weight_decay: float, compile: str | None = None):
+    """The DeepSpeed engine; with ``compile`` (torch.compile's mode), its module compiled in place by
+    DeepSpeed's ``engine.compile`` (``nn.Module.compile``: the state dict's names and the ZeRO hooks
+    are unchanged, so checkpoints are the eager run's) with inductor."""
     import deepspeed
 
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameter_groups(model, weight_decay),
                                            config=config)
     if compile:
-        engine.compile(backend="inductor")
+        engine.compile(backend="inductor", compile_kwargs={} if compile == "default" else {"mode": compile})
     return engine
 
 

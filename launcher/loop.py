@@ -257,7 +257,8 @@ def train(job: Job, resume: str | None = "auto") -> Outcome:
     ds_config = deepspeed_config(run, world, total_steps)
     if resume_tag is not None and resume_tag.endswith(ckpt.UNIVERSAL):
         ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
-    engine = build_engine(job.model, ds_config, run.train.weight_decay, compile=run.train.compile)
+    engine = build_engine(job.model, ds_config, run.train.weight_decay,
+                          compile=run.train.compile_mode if run.train.compile else None)
 
     step, epoch, best = 0, 0, None
     if resume_tag is not None:

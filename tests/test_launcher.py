@@ -38,6 +38,8 @@ def test_config_overrides_and_errors(tmp_path):
     with pytest.raises(ValueError, match="train.compile needs data.static_shapes=true"):
         load_config(None, ["train.compile=true"])
     assert load_config(None, ["train.compile=true", "data.static_shapes=true"]).train.compile
+    with pytest.raises(ValueError, match="train.compile_mode must be one of default, reduce-overhead"):
+        load_config(None, ["train.compile_mode=fast"])
     with pytest.raises(ValueError, match="train.global_batch_size=100 is not a multiple of train.micro_batch_size=32 x "
                                          "world size 2 = 64"):
         reconcile_batch(100, 32, 2)
