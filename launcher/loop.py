@@ -29,7 +29,7 @@ from model.pretrained import atomic_write
 
 
 class Stopper:
-    """Turns SIGTERM / SIGUSR1 (preemption) into 'checkpoint at a step soon, then exit' on every rank.
+    """Turns SIGTERM / SIGUSR1 (preemption) into "checkpoint within two steps, then exit" on every rank.
 
     :meth:`poll` runs once a step without waiting for the device or for the other ranks: each
     step starts an all-reduce of the local flag on the CPU (over gloo) and reads the previous
