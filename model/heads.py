@@ -51,9 +51,10 @@ class ObjectHead(nn.Module):
 
     def forward(self, visn: Tensor) -> dict[str, Tensor]:
         x = self.transform(visn)
+        # a plain loop: torch.compile breaks its graph on a walrus inside a comprehension
         out = {}
-        for name, proj in (("obj", self.obj), ("attr", self.attr), ("feat", self.feat)):  # a loop: torch.compile
-            if proj is not None:                                                       # breaks on := in comprehensions
+        for name, proj in (("obj", self.obj), ("attr", self.attr), ("feat", self.feat)):
+            if proj is not None:
                 out[name] = proj(x)
         return out
 
