@@ -15,7 +15,7 @@ from data.objectives import ObjectiveConfig
 
 @dataclass
 class ModelSection:
-    preset: str = "base"  # the paper's configuration; "tiny" for tests and the synthetic world
+    preset: str = "base"  # the paper's configuration; "tiny" (tests, the demo) and "small" for the synthetic world
     #: LxmertConfig fields over the preset, e.g. {"vocab_size": 400, "loss_weights": {"qa": 0.5}}.
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a checkpoint to start from (ours, Hugging Face or original)

@@ -477,3 +477,18 @@ def test_visual_losses_average_over_real_regions():
         per_region = torch.nn.functional.smooth_l1_loss(out.feat_prediction, same.feat_targets, reduction="none").mean(-1)
         original = (per_region * same.feat_mask).mean() * cfg.visual_loss_normalizer  # mean over B x R
     torch.testing.assert_close(out.losses["feat"], original)
+
+
+def test_small_presets_keep_the_base_projection_gain():
+    """tiny and small scale BERT's initializer_range with the width so that a projection's gain,
+    initializer_range x sqrt(width), is the base model's (0.02 x sqrt(768)); small is tiny at twice the width."""
+    from model import PRESETS
+
+    base = LxmertConfig.from_preset("base")
+    gain = base.initializer_range * base.hidden_size ** 0.5
+    for name in ("tiny", "small"):
+        cfg = LxmertConfig.from_preset(name)
+        assert abs(cfg.initializer_range * cfg.hidden_size ** 0.5 - gain) < 0.005 * gain, name
+    assert set(PRESETS) == {"base", "tiny", "small"}
+    assert LxmertConfig.from_preset("small") == LxmertConfig.from_preset("tiny", hidden_size=128, intermediate_size=256,
+                                                                         initializer_range=0.049)
