@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from data.objectives import ObjectiveConfig
@@ -44,7 +45,7 @@ class DataSection:
         if self.mlm_slots is not None:
             if not self.static_shapes:
                 raise ValueError("data.mlm_slots is for data.static_shapes=true: set both, or leave mlm_slots unset")
-            if not isinstance(self.mlm_slots, int) or self.mlm_slots < 1:
+            if not isinstance(self.mlm_slots, int) or isinstance(self.mlm_slots, bool) or self.mlm_slots < 1:
                 raise ValueError(f"data.mlm_slots must be a positive integer, got {self.mlm_slots!r}")
 
 
@@ -177,6 +178,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     validate(config)
     if config.train.compile and not config.data.static_shapes:
         raise ValueError("train.compile needs data.static_shapes=true: one shape for every step, compiled once")
+    if config.train.compile and not hasattr(torch.compiler, "set_stance"):
+        raise ValueError(f"train.compile needs torch 2.6 or later (torch.compiler.set_stance); this is {torch.__version__}")
     return config
 
 

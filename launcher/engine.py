@@ -56,7 +56,9 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, ctypes.c_int(2**31 - 1)) and mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1)))
+    no_mmap = mallopt(m_mmap_threshold, ctypes.c_int(2**31 - 1))
+    no_trim = mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
+    return bool(no_mmap and no_trim)
 
 
 #: The op DeepSpeed JIT-builds at the first CPU ``init_distributed``, under torch's extension lock.
@@ -183,7 +185,12 @@ class CompileWatch:
     def __init__(self) -> None:
         import logging
 
-        torch._logging.set_logs(recompiles=True)
+        from torch._logging._internal import log_state
+
+        if not os.environ.get("TORCH_LOGS"):  # set_logs would do nothing then (and would reset the user's settings)
+            torch._logging.set_logs(recompiles=True)
+        #: whether torch logs recompilations (TORCH_LOGS set without "recompiles": they are not counted)
+        self.counting = log_state.is_artifact_enabled("recompiles")
         self.recompiles: list[str] = []
         watch = self
 
@@ -200,7 +207,8 @@ class CompileWatch:
         breaks = counters["graph_break"]
         return {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(breaks.values()),
                 "graph_break_reasons": [reason.split("\n")[0] for reason in breaks],
-                "recompilations": len(self.recompiles), "recompilation_reasons": list(self.recompiles)}
+                "recompilations": len(self.recompiles) if self.counting else None,
+                "recompilation_reasons": list(self.recompiles)}
 
     def close(self) -> None:
         import logging

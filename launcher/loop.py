@@ -72,7 +72,10 @@ class LossFile:
         self.pending: list[tuple[int, torch.Tensor]] = []
 
     def add(self, step: int, loss: torch.Tensor) -> None:
-        self.pending.append((step, loss.detach()))
+        # a copy on the device: a CUDA graph's replay overwrites its outputs (compile_mode=reduce-overhead)
+        self.pending.append((step, loss.detach().clone()))
+        if len(self.pending) >= 1000:  # bounded, whatever log.every is
+            self.flush()
 
     def flush(self) -> float | None:
         """Write the pending steps; the last one's loss (None if nothing was pending)."""
@@ -84,9 +87,12 @@ class LossFile:
         self.pending = []
         return values[-1]
 
-    def close(self) -> None:
+    def close(self, exc_type=None, exc=None, tb=None) -> None:
+        """An exit callback: the pending losses are written only when training did not fail (after
+        an error, reading the device could raise again and hide the first error)."""
         try:
-            self.flush()
+            if exc_type is None:
+                self.flush()
         finally:
             self.file.close()
 
@@ -309,7 +315,7 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
     meter = Meter(engine.device, job.loss_names, apart=lambda: throughput.apart_total)
     loss_file = LossFile(run_dir / "losses.txt") if rank == 0 else None  # step, loss of rank 0's micro batch
     if loss_file is not None:
-        resources.callback(loss_file.close)
+        resources.push(loss_file.close)
     bar = None
     if rank == 0 and run.log.progress:
         from tqdm import tqdm
@@ -432,7 +438,8 @@ def _train(job: Job, engine, ds_config: dict, total_steps: int, step: int, epoch
         if compiled is not None:
             report = compiled.summary()
             atomic_write(run_dir / "compile.json", lambda path: Path(path).write_text(json.dumps(report, indent=2) + "\n"))
+            recompiled = report["recompilations"] if report["recompilations"] is not None else "? (TORCH_LOGS without recompiles)"
             print(f"torch.compile: {report['graphs']} graph(s), {report['graph_breaks']} graph break(s), "
-                  f"{report['recompilations']} recompilation(s) (reasons in {run_dir / 'compile.json'})", flush=True)
+                  f"{recompiled} recompilation(s) (reasons in {run_dir / 'compile.json'})", flush=True)
         print(f"done: {step} steps; checkpoints in {ckpt_dir}, TensorBoard logs in {run_dir / 'tensorboard'}", flush=True)
     return Outcome(step=step, stopped=stopped, best=best, ckpt_dir=ckpt_dir)

@@ -1,7 +1,7 @@
 """Run ``launcher/pretrain.py`` recording every host synchronisation point - FOR TESTS ONLY.
 
-On a GPU, ``Tensor.item()``, ``bool(t)``, ``float(t)``, ``.tolist()``, ``.cpu()`` and ``.numpy()``
-wait for the device. On the CPU they do not, but they are the same calls: this wrapper counts
+On a GPU, ``Tensor.item()``, ``bool(t)``, ``float(t)``, ``.tolist()``, ``.cpu()``, ``.numpy()`` and
+``.nonzero()`` (its output's size depends on the values) wait for the device. On the CPU they do not, but they are the same calls: this wrapper counts
 each one made by our code (launcher/, model/) or by DeepSpeed, with its call site and the number
 of training micro steps done so far, and writes ``$SYNC_AUDIT_DIR/syncs-<pid>.json``:
 {"steps": micro steps, "sites": {"path:line function": [step counter of each call, ...]}}.
@@ -64,7 +64,7 @@ def _beat() -> None:  # the loop calls it once per training micro step
 _shipped_beat = loop.beat
 
 if __name__ == "__main__":
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy", "nonzero"):
         setattr(torch.Tensor, name, _recorded(name))
     loop.beat = _beat
     from launcher.pretrain import main

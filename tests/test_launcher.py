@@ -172,7 +172,7 @@ def assert_resumed_exactly(relaunch: subprocess.CompletedProcess, run_dir: Path,
 
 
 def test_preemption_signal_checkpoints_and_resume_is_exact(world, tmp_path, straight_run):
-    """SIGUSR1: checkpoint at the next step and exit 0; the resumed run's losses equal the
+    """SIGUSR1: checkpoint within two steps and exit 0; the resumed run's losses equal the
     uninterrupted run's bitwise (fp32, CPU, one rank)."""
     run_dir = tmp_path / "run"
     proc = _popen(run_args(world, run_dir, "zero2_fp32.json", *RESUME))
@@ -669,16 +669,18 @@ def test_compiled_step_matches_eager_with_one_graph_and_no_recompilation(world, 
 
 
 def test_the_training_loop_waits_for_the_device_only_at_log_points(world, tmp_path):
-    """Between log points our code (launcher/, model/) makes no call that waits for the device
-    (``item``, ``bool``, ``float``, ``tolist``, ``cpu``, ``numpy`` on a tensor), recorded by
-    ``tests/sync_audit.py`` with the micro step of each call: 12 optimizer steps of 2 micro steps
-    (bf16 ZeRO-2, 1 rank), logging every 4 steps; validation and the checkpoint at the end. The loss
-    file and the preemption check once waited at every step. DeepSpeed's own per-step waits are
-    printed (its overflow and gradient-norm checks)."""
+    """With static shapes, between log points our code (launcher/, model/) makes no call that waits
+    for the device (``item``, ``bool``, ``float``, ``tolist``, ``cpu``, ``numpy``, ``nonzero`` on a
+    tensor), recorded by ``tests/sync_audit.py`` with the micro step of each call: 12 optimizer steps
+    of 2 micro steps (bf16 ZeRO-2, 1 rank), logging every 4 steps; validation and the checkpoint at
+    the end. The loss file and the preemption check once waited at every step, and without static
+    shapes the masked-LM projection's ``nonzero`` does. DeepSpeed's own per-step waits are printed
+    (its overflow and gradient-norm checks)."""
     audit = tmp_path / "audit"
     audit.mkdir()
     procs.run([sys.executable, str(ROOT / "tests" / "sync_audit.py"),
-               *run_args(world, tmp_path / "run", "zero2_bf16.json", "train.max_steps=12", "train.epochs=1", "log.every=4")],
+               *run_args(world, tmp_path / "run", "zero2_bf16.json", "train.max_steps=12", "train.epochs=1", "log.every=4",
+                         "data.static_shapes=true")],
               environ=procs.env(SYNC_AUDIT_DIR=str(audit)))
     (record,) = [json.loads(p.read_text()) for p in audit.glob("syncs-*.json")]
     assert record["steps"] == 24
@@ -697,6 +699,8 @@ def test_freed_memory_is_reused_without_page_faults_on_the_cpu():
     the heap, not returned to the system and faulted in again: after two warm-up rounds, nearly no
     page faults, against one per 4 KiB page without it. Each case in a fresh process (the setting is
     process-wide)."""
+    if torch.cuda.is_available():
+        pytest.skip("keep_freed_memory applies on the CPU only")
     code = """if True:
         import resource, sys, torch
         sys.path.insert(0, sys.argv[2])
@@ -758,3 +762,30 @@ def test_pretraining_reads_a_built_corpus_exactly_as_the_json(world, tmp_path, s
     theirs = answers_checksum(AnswerTable.from_file(tmp_path / "fewer.json"))[:16]
     assert refused.returncode == 2 and ours in refused.stderr and theirs in refused.stderr, refused.stderr[-2000:]
     assert not (tmp_path / "run2" / "checkpoints").exists() and not (tmp_path / "run2" / "losses.txt").exists()
+
+
+def test_compile_watch_counts_graph_breaks_and_recompilations():
+    """CompileWatch (what the job reports for train.compile) against a known case: a function with one
+    graph break, then called with another dtype (a guard fails: one recompilation, its reason kept)."""
+    from torch._dynamo.utils import counters
+
+    from launcher.engine import CompileWatch
+
+    torch._dynamo.reset()
+    counters.clear()
+    watch = CompileWatch()
+    try:
+        def f(x):
+            y = x * 2
+            torch._dynamo.graph_break()
+            return y + 1
+
+        g = torch.compile(f, backend="eager", dynamic=False)
+        g(torch.ones(3))
+        g(torch.ones(3, dtype=torch.float64))
+        report = watch.summary()
+    finally:
+        watch.close()
+        torch._dynamo.reset()
+    assert report["graph_breaks"] >= 1 and report["graph_break_reasons"], report
+    assert watch.counting and report["recompilations"] >= 1 and report["recompilation_reasons"], report
