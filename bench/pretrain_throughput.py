@@ -144,6 +144,7 @@ def main() -> None:
 
     from data.store import build_store
     from data.synth import write_world
+    from launcher.engine import precision_of
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="lxmert-throughput-"))
     world = work / "world"
@@ -164,9 +165,7 @@ def main() -> None:
     print(f"{'ds config':<12}{'mode':<11}{'preset':<7}{'micro':>6}{'ranks':>6}{'samples/s':>11}{'data wait':>11}{'MFU':>8}"
           f"{'peak GiB':>10}{'ckpt s':>8}{'model step':>12}{'ratio':>7}", flush=True)
     for ds in args.ds.split(","):
-        ds_config = json.loads((ROOT / ds).read_text())
-        precision = ("fp16" if ds_config.get("fp16", {}).get("enabled") else
-                     "bf16" if ds_config.get("bf16", {}).get("enabled") else "fp32")
+        precision = precision_of(json.loads((ROOT / ds).read_text()))
         peak = next((v[precision] for k, v in GPU_PEAK.items() if k in device), None)  # MFU only where known
         for preset, micro in ((p, m) for p in args.presets.split(",") for m in micros):
             flops = flops_per_example(preset, world, micro) if peak else None

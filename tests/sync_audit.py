@@ -1,9 +1,10 @@
 """Run ``launcher/pretrain.py`` recording every host synchronisation point - FOR TESTS ONLY.
 
 On a GPU, ``Tensor.item()``, ``bool(t)``, ``float(t)``, ``.tolist()``, ``.cpu()``, ``.numpy()`` and
-``.nonzero()`` (its output's size depends on the values) wait for the device. On the CPU they do not, but they are the same calls: this wrapper counts
-each one made by our code (launcher/, model/) or by DeepSpeed, with its call site and the number
-of training micro steps done so far, and writes ``$SYNC_AUDIT_DIR/syncs-<pid>.json``:
+``.nonzero()`` (its output's size depends on the values) wait for the device. On the CPU they do
+not, but they are the same calls: this wrapper counts each one made by our code (launcher/,
+model/) or by DeepSpeed, with its call site and the number of training micro steps done so far,
+and writes ``$SYNC_AUDIT_DIR/syncs-<pid>.json``:
 {"steps": micro steps, "sites": {"path:line function": [step counter of each call, ...]}}.
 It is never used by the shipped code path.
 """
