@@ -696,19 +696,21 @@ def test_the_training_loop_waits_for_the_device_only_at_log_points(world, tmp_pa
 def test_freed_memory_is_reused_without_page_faults_on_the_cpu():
     """launcher.engine.keep_freed_memory (called by every job's start-up on the CPU): gradient-sized
     buffers allocated and freed at every step (here 256 MiB fp32 and its bf16 copy) are reused from
-    the heap, not returned to the system and faulted in again: after two warm-up rounds, nearly no
-    page faults, against one per 4 KiB page without it. Each case in a fresh process (the setting is
-    process-wide)."""
+    the heap, not returned to the system and faulted in again: after four warm-up rounds (glibc's
+    heap reaches its layout within three), nearly every round faults nothing, against one fault per
+    4 KiB page in every round without it. "Nearly every": six of the eight measured rounds, since a
+    round can now and then lay its buffers out afresh (seen once in a full suite: one whole round
+    faulted in again). Each case in a fresh process (the setting is process-wide)."""
     if torch.cuda.is_available():
         pytest.skip("keep_freed_memory applies on the CPU only")
     code = """if True:
-        import resource, sys, torch
+        import json, resource, sys, torch
         sys.path.insert(0, sys.argv[2])
         from launcher.engine import keep_freed_memory
         applied = keep_freed_memory() if sys.argv[1] == "1" else None
         faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         rounds = []
-        for _ in range(6):
+        for _ in range(12):
             before = faults()
             x = torch.ones(64 * 2**20)
             y = x.to(torch.bfloat16)
@@ -716,16 +718,17 @@ def test_freed_memory_is_reused_without_page_faults_on_the_cpu():
             z = y.float()
             del y, z
             rounds.append(faults() - before)
-        print(applied, sum(rounds[2:]))
+        print(json.dumps([applied, rounds[4:]]))
     """
     result = {}
     for kept in ("0", "1"):
-        out = procs.run([sys.executable, "-c", code, kept, ROOT]).stdout.split()
-        result[kept] = (out[-2], int(out[-1]))
-    assert result["1"][0] == "True" and result["0"][0] == "None"
-    pages = 4 * (3 * 64 * 2**20 * 4 // 4096) // 2  # 4 rounds of 256 + 128 + 256 MiB, at least half of it faulted
-    assert result["0"][1] > pages, result
-    assert result["1"][1] < result["0"][1] // 10, result
+        out = procs.run([sys.executable, "-c", code, kept, ROOT]).stdout.splitlines()
+        result[kept] = json.loads(out[-1])
+    assert result["1"][0] is True and result["0"][0] is None, result
+    pages = (256 + 128 + 256) * 2**20 // 4096  # one round touches x, y and z: 163,840 pages
+    assert all(n > pages // 2 for n in result["0"][1]), result  # without it: at least half faulted each round
+    quiet = [n for n in result["1"][1] if n < pages // 100]
+    assert len(quiet) >= 6, result
 
 
 def test_pretraining_reads_a_built_corpus_exactly_as_the_json(world, tmp_path, straight_run):
