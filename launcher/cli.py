@@ -166,14 +166,42 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretraining_row(run_dir: Path) -> list[str]:
+    """A pre-training run's row: its last held-out matching accuracy beside the share of matched
+    pairs (the accuracy of always answering "matched"), and its QA accuracy, from its TensorBoard log."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    have = set(acc.Tags()["scalars"])
+    last = {t: acc.Scalars(t)[-1] for t in ("valid/matched_accuracy", "valid/matched_prior_accuracy", "valid/qa_accuracy")
+            if t in have}
+    if not last:
+        raise FileNotFoundError(f"{run_dir}: no results.json and no validation in its TensorBoard log (neither a finished "
+                                f"fine-tuning run nor a validated pre-training run)")
+    cells = []
+    if "valid/matched_accuracy" in last:
+        prior = last.get("valid/matched_prior_accuracy")
+        cells.append(f"matching {last['valid/matched_accuracy'].value:.1%}"
+                     + (f" (prior {prior.value:.1%})" if prior is not None else ""))
+    if "valid/qa_accuracy" in last:
+        cells.append(f"QA {last['valid/qa_accuracy'].value:.1%}")
+    return [str(run_dir), "pretraining", "-", str(max(e.step for e in last.values())), *cells]
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     """A table of fine-tuning results (each run directory's results.json), each score beside the
-    answer prior's (each question type's most frequent training answer; NLVR2: the majority label)."""
+    answer prior's (each question type's most frequent training answer; NLVR2: the majority label);
+    a pre-training run directory gives its last held-out matching accuracy beside the share of
+    matched pairs, and its QA accuracy."""
     import json
 
     rows = []
     for run_dir in args.run_dirs:
         path = run_dir / "results.json"
+        if not path.is_file() and (run_dir / "tensorboard").is_dir() and not (run_dir / "best").exists():
+            rows.append(_pretraining_row(run_dir))
+            continue
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no results (the fine-tuning run has not finished)")
         res = json.loads(path.read_text())
@@ -182,7 +210,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         rows.append([str(run_dir), res["task"], "scratch" if init in ("None", None) else init, str(res.get("steps", "-")),
                      *(f"{k} {v:.1%}" + (f" (prior {prior[k]:.1%})" if k in prior else "")
                        for k, v in res.get("valid", {}).items())])
-    rows.insert(0, ["run", "task", "initialised from", "steps", "validation (answer prior: no image)"])
+    rows.insert(0, ["run", "task", "initialised from", "steps", "validation (prior: without the image)"])
     width = [max(len(r[i]) for r in rows if len(r) > i) for i in range(max(map(len, rows)))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, width)).rstrip())
@@ -374,8 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hf", action="store_true", help="write the Hugging Face layout (transformers loads it)")
     p.set_defaults(func=cmd_consolidate)
 
-    p = sub.add_parser("results", help="print a table of fine-tuning results",
-                       description="Read RUN_DIR/results.json of each fine-tuning run and print one row per run.")
+    p = sub.add_parser("results", help="print a table of fine-tuning (and pre-training) results",
+                       description="Read RUN_DIR/results.json of each fine-tuning run and print one row per run, each "
+                                   "score beside its prior (the answer prior: each question type's most frequent "
+                                   "training answer). A pre-training RUN_DIR gives its last held-out matching accuracy "
+                                   "beside the share of matched pairs, and its QA accuracy (its TensorBoard log).")
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     p.set_defaults(func=cmd_results)
 

@@ -146,7 +146,8 @@ class Meter:
         dist.all_reduce(sums)
         n, k = max(sums[-1].item(), 1), len(self.names)
         values = {f"loss/{name}": sums[i].item() / sums[k + i].item() for i, name in enumerate(self.names) if sums[k + i] > 0}
-        values["loss/total"] = sums[-2].item() / n
+        if sums[-1] > 0:  # no batch (a held-out set with none): no total either
+            values["loss/total"] = sums[-2].item() / n
         samples = torch.tensor([float(self.samples)], device=self.device)
         dist.all_reduce(samples)
         elapsed = max(time.perf_counter() - self.start - (self.apart() - self.apart_at_start), 1e-9)

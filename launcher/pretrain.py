@@ -107,22 +107,26 @@ def collate_for(run: RunConfig, store):
 def valid_loader(dataset, run: RunConfig, rank: int, world: int, collate):
     """The validation batches: the same ones at every pass, from workers started once (persistent).
     It holds exactly the ``log.valid_batches`` batches a pass reads, so that no prefetched batch is
-    left over (kept in memory, then drained) between passes."""
+    left over (kept in memory, then drained) between passes. A last, shorter batch is kept: a
+    held-out set smaller than one micro batch is still validated."""
     from data.sampler import ResumableSampler
 
     sampler = ResumableSampler(len(dataset), rank, world, seed=run.train.seed, shuffle=False)
     first = list(itertools.islice(sampler, run.log.valid_batches * run.train.micro_batch_size))
-    return loader(dataset, first, run, run.train.micro_batch_size, collate, persistent=True)
+    return loader(dataset, first, run, run.train.micro_batch_size, collate, drop_last=False, persistent=True)
 
 
 @torch.no_grad()
 def validate(engine, batches, run: RunConfig) -> dict[str, float]:
     """The first ``log.valid_batches`` batches of each rank: the objectives' losses, the matching
-    accuracy on the held-out pairs (half of them mismatched) and the QA accuracy."""
+    accuracy on the held-out pairs (``objectives.mismatch_probability`` of them mismatched) beside
+    its prior (the share of matched pairs: the accuracy of always answering "matched") and the QA
+    accuracy."""
     engine.eval()
     meter = Meter(engine.device, OBJECTIVE_NAMES)
-    # right and counted: answered questions, then (image, sentence) pairs judged matched or not
-    counts = torch.zeros(4, dtype=torch.float64)
+    # right and counted: answered questions, then (image, sentence) pairs judged matched or not, and
+    # how many of those pairs are matched
+    counts = torch.zeros(5, dtype=torch.float64)
     for i, batch in enumerate(batches):
         if i >= run.log.valid_batches:
             break
@@ -136,12 +140,14 @@ def validate(engine, batches, run: RunConfig) -> dict[str, float]:
         if run.objectives.matching and out.cross_relationship_score is not None:
             counts[2] += (out.cross_relationship_score.argmax(-1) == batch.matched_label).sum().item()
             counts[3] += len(batch)
+            counts[4] += batch.matched_label.sum().item()
         beat()
     values = {k.replace("loss/", "valid/"): v for k, v in meter.read().items() if k.startswith("loss/")}
     counts = counts.to(engine.device)
     dist.all_reduce(counts)
     if counts[3] > 0:
         values["valid/matched_accuracy"] = (counts[2] / counts[3]).item()
+        values["valid/matched_prior_accuracy"] = (counts[4] / counts[3]).item()
     if counts[1] > 0:  # absent, not 0, when no validation example has an answer (a captions-only corpus)
         values["valid/qa_accuracy"] = (counts[0] / counts[1]).item()
     engine.train()

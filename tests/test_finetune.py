@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,8 +87,20 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
     labels = set(json.loads((w / "vqa" / "trainval_ans2label.json").read_text()))
     prior = scores("vqa", prior_predictions("vqa", train_rows, valid_rows, labels), valid_rows)["accuracy"]
     assert results(tmp_path / "pre")["prior"] == results(tmp_path / "scratch")["prior"] == {"accuracy": prior}
-    table = run([sys.executable, "-m", "launcher.cli", "results", str(tmp_path / "pre"), str(tmp_path / "scratch")]).stdout
+    table = run([sys.executable, "-m", "launcher.cli", "results", str(tmp_path / "pre"), str(tmp_path / "scratch"),
+                 str(pretrained / "pretrain")]).stdout
     assert f"accuracy {pre:.1%} (prior {prior:.1%})" in table and f"accuracy {scratch:.1%} (prior {prior:.1%})" in table
+    # the pre-training run's row: its last held-out matching accuracy beside the share of matched pairs
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(pretrained / "pretrain" / "tensorboard"))
+    acc.Reload()
+    last = {t: acc.Scalars(t)[-1] for t in ("valid/matched_accuracy", "valid/matched_prior_accuracy", "valid/qa_accuracy")}
+    row = next(line for line in table.splitlines() if line.startswith(str(pretrained / "pretrain")))
+    assert row.split()[1:4] == ["pretraining", "-", str(last["valid/qa_accuracy"].step)], row
+    assert re.search(rf"matching {last['valid/matched_accuracy'].value:.1%} \(prior "
+                     rf"{last['valid/matched_prior_accuracy'].value:.1%}\) +QA {last['valid/qa_accuracy'].value:.1%}$", row), row
+    assert 0.3 < last["valid/matched_prior_accuracy"].value < 0.7  # half the held-out pairs mismatched
 
     # the same run from corpora built of the files (`lxmert corpus build --qa`): the same losses and accuracy
     for split in ("train", "minival"):

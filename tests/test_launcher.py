@@ -108,7 +108,7 @@ def test_two_ranks_train_log_and_consolidate(world, tmp_path, kind, ds):
     for name in ("mlm", "matched", "obj", "attr", "feat", "qa", "total"):
         assert f"loss/{name}" in tags
     assert {"lr", "grad_norm", "skipped_steps", "samples_per_sec", "valid/qa_accuracy", "valid/matched_accuracy",
-            "valid/mlm"} <= tags
+            "valid/matched_prior_accuracy", "valid/mlm"} <= tags
     assert (run_dir / "config.yaml").exists() and "world_size: 2" in (run_dir / "config.yaml").read_text()
 
     out = consolidate(run_dir / "checkpoints", tmp_path / "model", hf=False)
@@ -384,18 +384,21 @@ def test_bad_inputs_fail_before_heavy_work(world, tmp_path):
 
 def test_a_metric_without_examples_is_absent(world, tmp_path):
     """Validation on captions only (data.sources=[mscoco]): the QA accuracy and loss are not logged
-    (not 0); the matching accuracy on the held-out pairs is, on the console too. Without the
-    matching objective (no pair carries a matching target) its accuracy and loss are absent."""
+    (not 0); the matching accuracy on the held-out pairs is, on the console too, beside its prior,
+    the share of matched pairs (every pair matched here: 1). Without the matching objective (no
+    pair carries a matching target) its accuracy, prior and loss are absent."""
     out = launch("python", run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=2",
-                                    "data.sources=[mscoco]"))
+                                    "data.sources=[mscoco]", "objectives.mismatch_probability=0.0"))
     tags = scalars(tmp_path / "run")
     assert "valid/mlm" in tags and "valid/qa_accuracy" not in tags and "valid/matched_accuracy" in tags
     assert "loss/qa" not in tags and "valid/qa" not in tags and "loss/matched" in tags  # no QA example: no QA loss
-    shown = re.findall(r"step 2: .*valid/matched_accuracy ([0-9.]+)", out.stdout)
-    assert shown and tb_scalar(tmp_path / "run", "valid/matched_accuracy")[2] == pytest.approx(float(shown[-1]), abs=1e-4)
+    shown = re.findall(r"step 2: .*valid/matched_accuracy ([0-9.]+), valid/matched_prior_accuracy ([0-9.]+)", out.stdout)
+    assert shown and tb_scalar(tmp_path / "run", "valid/matched_accuracy")[2] == pytest.approx(float(shown[-1][0]), abs=1e-4)
+    assert float(shown[-1][1]) == 1.0 and tb_scalar(tmp_path / "run", "valid/matched_prior_accuracy")[2] == 1.0
     launch("python", run_args(world, tmp_path / "run2", "zero2_fp32.json", "train.max_steps=2", "objectives.matching=false"))
     tags = scalars(tmp_path / "run2")
     assert "valid/mlm" in tags and "valid/qa_accuracy" in tags and "valid/matched_accuracy" not in tags
+    assert "valid/matched_prior_accuracy" not in tags
     assert "loss/matched" not in tags and "valid/matched" not in tags and "loss/qa" in tags
 
 
