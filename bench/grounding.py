@@ -68,6 +68,7 @@ def job(script: str, args: argparse.Namespace, log: Path, overrides: list[str]) 
     else:
         cmd = [sys.executable, script]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    print(f"grounding: {script} ... (log: {log})", flush=True)
     start = time.perf_counter()
     with open(log, "w") as f:
         done = subprocess.run([*cmd, *overrides], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -85,7 +86,8 @@ def build_world(args: argparse.Namespace) -> Path:
     w = (args.dir / "world").resolve()
     if (w / "corpus" / "minival" / "manifest.json").is_file():
         return w
-    lxmert("synth", "--out", str(w), "--images", str(args.images), "--feat-dim", "2048")
+    print(f"grounding: writing the synthetic world ({args.images} images) into {w}", flush=True)
+    lxmert("synth", "--out", str(w), "--images", str(args.images), "--feat-dim", "2048", "--quiet")
     lxmert("features", "build", "--tsv", str(w / "features/train.tsv"), "--tsv", str(w / "features/val.tsv"), "--out",
            str(w / "store"), "--objects-vocab", str(w / "features/objects_vocab.txt"), "--attributes-vocab",
            str(w / "features/attributes_vocab.txt"), "--quiet")
