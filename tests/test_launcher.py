@@ -385,10 +385,12 @@ def test_bad_inputs_fail_before_heavy_work(world, tmp_path):
 def test_a_metric_without_examples_is_absent(world, tmp_path):
     """Validation on captions only (data.sources=[mscoco]): the QA accuracy and loss are not logged
     (not 0); the matching accuracy on the held-out pairs is, on the console too, beside its prior,
-    the share of matched pairs (every pair matched here: 1). Without the matching objective (no
-    pair carries a matching target) its accuracy, prior and loss are absent."""
+    the share of matched pairs (every pair matched here: 1); the micro batch (128) is larger than
+    the held-out set (some 80 captions), which is validated all the same. Without the matching
+    objective (no pair carries a matching target) its accuracy, prior and loss are absent."""
     out = launch("python", run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=2",
-                                    "data.sources=[mscoco]", "objectives.mismatch_probability=0.0"))
+                                    "data.sources=[mscoco]", "objectives.mismatch_probability=0.0",
+                                    "train.micro_batch_size=128", "train.global_batch_size=128"))
     tags = scalars(tmp_path / "run")
     assert "valid/mlm" in tags and "valid/qa_accuracy" not in tags and "valid/matched_accuracy" in tags
     assert "loss/qa" not in tags and "valid/qa" not in tags and "loss/matched" in tags  # no QA example: no QA loss
