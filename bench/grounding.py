@@ -18,7 +18,9 @@ table against the answer prior (each question type's most frequent training answ
     python bench/grounding.py --captions-epochs 90   # adds the captions-only pre-training
 
 A rerun with the same ``--dir`` reuses every run that finished (its consolidated model or its
-results.json) and runs the rest. The table is also written to DIR/grounding.json.
+results.json), resumes an interrupted pre-training from its last checkpoint (every 500 steps; its
+minutes then count the resumed part only) and runs the rest. The table is also written to
+DIR/grounding.json.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def pretrain(name: str, extra: list[str], epochs: int, w: Path, args: argparse.N
         f"data.store={w / 'store'}", f"data.train=[{w / 'corpus/train'}]", f"data.valid=[{w / 'corpus/minival'}]",
         f"data.answers={w / 'lxmert/all_ans.json'}", f"data.tokenizer={w / 'vocab.txt'}", f"train.epochs={epochs}",
         f"train.lr={args.lr}", f"objectives.mismatch_probability={args.mismatch}", f"log.valid_every={args.valid_every}",
-        "checkpoint.every=1000000000", "log.progress=false", *extra])
+        "checkpoint.every=500", "log.progress=false", *extra])
     lxmert("consolidate", str(run_dir / "checkpoints"), str(model))
     found = last_scalars(run_dir, ("valid/matched_accuracy", "valid/matched_prior_accuracy", "valid/qa_accuracy"))
     row = {"name": name, "model": str(model), "minutes": seconds / 60, "epochs": epochs,
