@@ -166,27 +166,33 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
     return 0
 
 
+def last_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[int, float]]:
+    """(step, value) of the last event of each tag in ``RUN_DIR/tensorboard`` (tags not logged left out)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    have = set(acc.Tags()["scalars"])
+    return {t: (acc.Scalars(t)[-1].step, acc.Scalars(t)[-1].value) for t in tags if t in have}
+
+
+#: What a pre-training run's validation logs for ``lxmert results``: matching accuracy, its prior, QA accuracy.
+VALIDATION = ("valid/matched_accuracy", "valid/matched_prior_accuracy", "valid/qa_accuracy")
+
+
 def _pretraining_row(run_dir: Path) -> list[str]:
     """A pre-training run's row: its last held-out matching accuracy beside the share of matched
     pairs (the accuracy of always answering "matched"), and its QA accuracy, from its TensorBoard log."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    acc.Reload()
-    have = set(acc.Tags()["scalars"])
-    last = {t: acc.Scalars(t)[-1] for t in ("valid/matched_accuracy", "valid/matched_prior_accuracy", "valid/qa_accuracy")
-            if t in have}
+    last = last_scalars(run_dir, VALIDATION)
     if not last:
-        raise FileNotFoundError(f"{run_dir}: no results.json and no validation in its TensorBoard log (neither a finished "
-                                f"fine-tuning run nor a validated pre-training run)")
+        raise ValueError(f"{run_dir}: a pre-training run without validation in its TensorBoard log (set data.valid)")
     cells = []
     if "valid/matched_accuracy" in last:
         prior = last.get("valid/matched_prior_accuracy")
-        cells.append(f"matching {last['valid/matched_accuracy'].value:.1%}"
-                     + (f" (prior {prior.value:.1%})" if prior is not None else ""))
+        cells.append(f"matching {last['valid/matched_accuracy'][1]:.1%}" + (f" (prior {prior[1]:.1%})" if prior else ""))
     if "valid/qa_accuracy" in last:
-        cells.append(f"QA {last['valid/qa_accuracy'].value:.1%}")
-    return [str(run_dir), "pretraining", "-", str(max(e.step for e in last.values())), *cells]
+        cells.append(f"QA {last['valid/qa_accuracy'][1]:.1%}")
+    return [str(run_dir), "pretraining", "-", str(max(step for step, _ in last.values())), *cells]
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -199,7 +205,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     rows = []
     for run_dir in args.run_dirs:
         path = run_dir / "results.json"
-        if not path.is_file() and (run_dir / "tensorboard").is_dir() and not (run_dir / "best").exists():
+        config = run_dir / "config.yaml"  # the resolved configuration: fine-tuning's names its task
+        if config.is_file() and not any(line.startswith("task:") for line in config.read_text().splitlines()):
             rows.append(_pretraining_row(run_dir))
             continue
         if not path.is_file():
@@ -210,7 +217,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         rows.append([str(run_dir), res["task"], "scratch" if init in ("None", None) else init, str(res.get("steps", "-")),
                      *(f"{k} {v:.1%}" + (f" (prior {prior[k]:.1%})" if k in prior else "")
                        for k, v in res.get("valid", {}).items())])
-    rows.insert(0, ["run", "task", "initialised from", "steps", "validation (prior: without the image)"])
+    rows.insert(0, ["run", "task", "initialised from", "steps", "validation (prior: answering without the image)"])
     width = [max(len(r[i]) for r in rows if len(r) > i) for i in range(max(map(len, rows)))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, width)).rstrip())

@@ -146,7 +146,7 @@ class Meter:
         dist.all_reduce(sums)
         n, k = max(sums[-1].item(), 1), len(self.names)
         values = {f"loss/{name}": sums[i].item() / sums[k + i].item() for i, name in enumerate(self.names) if sums[k + i] > 0}
-        if sums[-1] > 0:  # no batch (a held-out set with none): no total either
+        if sums[-1] > 0:  # no batch (log.valid_batches=0): no total either
             values["loss/total"] = sums[-2].item() / n
         samples = torch.tensor([float(self.samples)], device=self.device)
         dist.all_reduce(samples)

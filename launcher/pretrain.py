@@ -108,7 +108,8 @@ def valid_loader(dataset, run: RunConfig, rank: int, world: int, collate):
     """The validation batches: the same ones at every pass, from workers started once (persistent).
     It holds exactly the ``log.valid_batches`` batches a pass reads, so that no prefetched batch is
     left over (kept in memory, then drained) between passes. A last, shorter batch is kept: a
-    held-out set smaller than one micro batch is still validated."""
+    held-out set smaller than one micro batch is still validated (the losses average over batches,
+    so such a batch weighs as much as a full one; the accuracies count examples)."""
     from data.sampler import ResumableSampler
 
     sampler = ResumableSampler(len(dataset), rank, world, seed=run.train.seed, shuffle=False)

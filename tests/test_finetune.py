@@ -91,16 +91,14 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
                  str(pretrained / "pretrain")]).stdout
     assert f"accuracy {pre:.1%} (prior {prior:.1%})" in table and f"accuracy {scratch:.1%} (prior {prior:.1%})" in table
     # the pre-training run's row: its last held-out matching accuracy beside the share of matched pairs
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from launcher.cli import VALIDATION, last_scalars
 
-    acc = EventAccumulator(str(pretrained / "pretrain" / "tensorboard"))
-    acc.Reload()
-    last = {t: acc.Scalars(t)[-1] for t in ("valid/matched_accuracy", "valid/matched_prior_accuracy", "valid/qa_accuracy")}
+    last = last_scalars(pretrained / "pretrain", VALIDATION)
+    (step, matching), (_, prior), (_, qa) = (last[t] for t in VALIDATION)
     row = next(line for line in table.splitlines() if line.startswith(str(pretrained / "pretrain")))
-    assert row.split()[1:4] == ["pretraining", "-", str(last["valid/qa_accuracy"].step)], row
-    assert re.search(rf"matching {last['valid/matched_accuracy'].value:.1%} \(prior "
-                     rf"{last['valid/matched_prior_accuracy'].value:.1%}\) +QA {last['valid/qa_accuracy'].value:.1%}$", row), row
-    assert 0.3 < last["valid/matched_prior_accuracy"].value < 0.7  # half the held-out pairs mismatched
+    assert row.split()[1:4] == ["pretraining", "-", str(step)], row
+    assert re.search(rf"matching {matching:.1%} \(prior {prior:.1%}\) +QA {qa:.1%}$", row), row
+    assert 0.3 < prior < 0.7  # half the held-out pairs mismatched
 
     # the same run from corpora built of the files (`lxmert corpus build --qa`): the same losses and accuracy
     for split in ("train", "minival"):

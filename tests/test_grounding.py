@@ -27,11 +27,9 @@ def run_study(out: Path, *extra: str) -> str:
 
 
 def tb_last(run_dir: Path, tag: str) -> float:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from launcher.cli import last_scalars
 
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
-    acc.Reload()
-    return acc.Scalars(tag)[-1].value
+    return last_scalars(run_dir, (tag,))[tag][1]
 
 
 def test_the_grounding_study_reports_its_runs_and_judges_the_targets_from_them(tmp_path):
@@ -41,9 +39,10 @@ def test_the_grounding_study_reports_its_runs_and_judges_the_targets_from_them(t
 
     # pre-training rows: the last held-out values of each run's TensorBoard log, on the console too
     pre = {r["name"]: r for r in report["pretraining"]}
-    assert set(pre) == {"all objectives", "no visual objectives"} and report["captions"]["name"] == "captions only"
+    assert set(pre) == {"all objectives", "no visual objectives"}
+    assert report["captions"]["name"] == "captions only, no visual objectives"
     for row in [*pre.values(), report["captions"]]:
-        run_dir = out / row["name"].replace(" ", "_")
+        run_dir = out / row["name"].replace(",", "").replace(" ", "_")
         assert row["matching"] == pytest.approx(tb_last(run_dir, "valid/matched_accuracy"))
         assert row["matching_prior"] == pytest.approx(tb_last(run_dir, "valid/matched_prior_accuracy"))
         assert (Path(row["model"]) / "config.json").is_file()  # consolidated
@@ -76,3 +75,8 @@ def test_the_grounding_study_reports_its_runs_and_judges_the_targets_from_them(t
     again = run_study(out)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.log")} == logs
     assert json.loads((out / "grounding.json").read_text())["vqa"] == vqa and again.splitlines()[-4:] == shown.splitlines()[-4:]
+    # ... but not with other settings, which its finished runs were not made with
+    refused = procs.run([sys.executable, str(ROOT / "bench" / "grounding.py"), "--dir", str(out), "--images", "40",
+                         "--preset", "tiny", "--ranks", "1", "--epochs", "2"], ok=False)
+    assert refused.returncode != 0 and "--epochs 1 -> 2" in refused.stderr and "give another --dir" in refused.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.log")} == logs

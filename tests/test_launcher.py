@@ -388,6 +388,8 @@ def test_a_metric_without_examples_is_absent(world, tmp_path):
     the share of matched pairs (every pair matched here: 1); the micro batch (128) is larger than
     the held-out set (some 80 captions), which is validated all the same. Without the matching
     objective (no pair carries a matching target) its accuracy, prior and loss are absent."""
+    held_out = json.loads((world / "world" / "lxmert" / "minival.json").read_text())
+    assert sum(len(row["sentf"]["mscoco"]) for row in held_out) < 128
     out = launch("python", run_args(world, tmp_path / "run", "zero2_fp32.json", "train.max_steps=2",
                                     "data.sources=[mscoco]", "objectives.mismatch_probability=0.0",
                                     "train.micro_batch_size=128", "train.global_batch_size=128"))
