@@ -94,11 +94,11 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
     from launcher.cli import VALIDATION, last_scalars
 
     last = last_scalars(pretrained / "pretrain", VALIDATION)
-    (step, matching), (_, prior), (_, qa) = (last[t] for t in VALIDATION)
+    (step, matching), (_, matching_prior), (_, qa) = (last[t] for t in VALIDATION)
     row = next(line for line in table.splitlines() if line.startswith(str(pretrained / "pretrain")))
     assert row.split()[1:4] == ["pretraining", "-", str(step)], row
-    assert re.search(rf"matching {matching:.1%} \(prior {prior:.1%}\) +QA {qa:.1%}$", row), row
-    assert 0.3 < prior < 0.7  # half the held-out pairs mismatched
+    assert re.search(rf"matching {matching:.1%} \(prior {matching_prior:.1%}\) +QA {qa:.1%}$", row), row
+    assert 0.3 < matching_prior < 0.7  # half the held-out pairs mismatched
 
     # the same run from corpora built of the files (`lxmert corpus build --qa`): the same losses and accuracy
     for split in ("train", "minival"):
