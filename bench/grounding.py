@@ -142,8 +142,12 @@ def pretrain(name: str, extra: list[str], epochs: int, w: Path, args: argparse.N
     slug = name.replace(",", "").replace(" ", "_")
     run_dir, model = (args.dir / slug).resolve(), (args.dir / f"{slug}_model").resolve()
     record = args.dir / f"{slug}.json"
-    if model.is_dir() and record.is_file() and json.loads(record.read_text())["epochs"] == epochs:
-        return json.loads(record.read_text())
+    if model.is_dir() and record.is_file():
+        row = json.loads(record.read_text())
+        if row["epochs"] != epochs:  # --captions-epochs changed (the others are in settings.json)
+            raise SystemExit(f"grounding: {run_dir} was pre-trained for {row['epochs']} epochs, not {epochs}: give "
+                             f"another --dir, or the same value")
+        return row
     seconds = job("launcher/pretrain.py", args, args.dir / f"{slug}.log", [
         "--config", "launcher/configs/synth_tiny.yaml", f"run_dir={run_dir}", f"model.preset={args.preset}",
         f"data.store={w / 'store'}", f"data.train=[{w / 'corpus/train'}]", f"data.valid=[{w / 'corpus/minival'}]",
