@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 
 from data.files import atomic_write_text  # noqa: E402
-from launcher.cli import VALIDATION, last_scalars  # noqa: E402
+from launcher.cli import VALIDATION, format_table, last_scalars  # noqa: E402
 
 #: Pre-training variants: name -> overrides beside the common ones.
 PRETRAININGS = {"all objectives": [], "no visual objectives": ["objectives.visual=false"]}
@@ -199,20 +199,15 @@ def verdicts(pre: list[dict], vqa: list[dict], captions: dict | None) -> list[tu
         ("without the visual objectives: lower (the paper's direction)", ablation["accuracy"] < full["accuracy"],
          f"{pct(ablation['accuracy'])} vs {pct(full['accuracy'])}"),
     ]
+    matching = "held-out matching after captions-only pre-training >= 90%"
     if captions is None:
-        out.append(("held-out matching after captions-only pre-training >= 90%", None, "not run (--captions-epochs)"))
+        out.append((matching, None, "not run (--captions-epochs)"))
     elif captions["matching"] is None:
-        out.append(("held-out matching after captions-only pre-training >= 90%", None, "no held-out matching logged"))
+        out.append((matching, None, "no held-out matching logged"))
     else:
-        out.append(("held-out matching after captions-only pre-training >= 90%", captions["matching"] >= 0.90,
+        out.append((matching, captions["matching"] >= 0.90,
                     f"{pct(captions['matching'])} (prior {pct(captions['matching_prior'])}, {captions['epochs']} epochs)"))
     return out
-
-
-def table(rows: list[list[str]]) -> str:
-    """Left-aligned columns."""
-    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"pre-training: preset {args.preset}, {args.ranks} rank(s), lr {args.lr:g}, {args.mismatch:.0%} mismatched pairs, "
           f"world of {args.images} images ({w})")
-    print(table([["pre-training", "epochs", "held-out matching (prior)", "held-out QA", "minutes"]]
+    print(format_table([["pre-training", "epochs", "held-out matching (prior)", "held-out QA", "minutes"]]
                 + [[r["name"], str(r["epochs"]), f"{pct(r['matching'])} ({pct(r['matching_prior'])})", pct(r["qa"]),
                     f"{r['minutes']:.1f}"] for r in pre + ([captions] if captions else [])]))
     prior = vqa[0]["prior"]
     best = max(r["accuracy"] for r in vqa if r["name"] == "scratch")
     print(f"\nVQA fine-tuning: {args.ft_epochs} epochs, batch 32, {vqa[0]['steps']} steps each; answer prior {pct(prior)}")
-    print(table([["initialised from", "lr", "minival accuracy", "vs prior", "vs best scratch"]]
+    print(format_table([["initialised from", "lr", "minival accuracy", "vs prior", "vs best scratch"]]
                 + [[r["name"], f"{r['lr']:g}", pct(r["accuracy"]), f"{100 * (r['accuracy'] - prior):+.1f}",
                     f"{100 * (r['accuracy'] - best):+.1f}"] for r in vqa]))
     checks = verdicts(pre, vqa, captions)

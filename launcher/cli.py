@@ -173,7 +173,14 @@ def last_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[int, f
     acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
     have = set(acc.Tags()["scalars"])
-    return {t: (acc.Scalars(t)[-1].step, acc.Scalars(t)[-1].value) for t in tags if t in have}
+    last = {t: acc.Scalars(t)[-1] for t in tags if t in have}
+    return {t: (e.step, e.value) for t, e in last.items()}
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Left-aligned columns, two spaces apart (rows may be of different lengths)."""
+    width = [max(len(r[i]) for r in rows if len(r) > i) for i in range(max(map(len, rows)))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, width)).rstrip() for row in rows)
 
 
 #: What a pre-training run's validation logs for ``lxmert results``: matching accuracy, its prior, QA accuracy.
@@ -202,11 +209,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     matched pairs, and its QA accuracy."""
     import json
 
+    import yaml
+
     rows = []
     for run_dir in args.run_dirs:
         path = run_dir / "results.json"
         config = run_dir / "config.yaml"  # the resolved configuration: fine-tuning's names its task
-        if config.is_file() and not any(line.startswith("task:") for line in config.read_text().splitlines()):
+        if config.is_file() and "task" not in (yaml.safe_load(config.read_text()) or {}):
             rows.append(_pretraining_row(run_dir))
             continue
         if not path.is_file():
@@ -218,9 +227,7 @@ def cmd_results(args: argparse.Namespace) -> int:
                      *(f"{k} {v:.1%}" + (f" (prior {prior[k]:.1%})" if k in prior else "")
                        for k, v in res.get("valid", {}).items())])
     rows.insert(0, ["run", "task", "initialised from", "steps", "validation (prior: answering without the image)"])
-    width = [max(len(r[i]) for r in rows if len(r) > i) for i in range(max(map(len, rows)))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, width)).rstrip())
+    print(format_table(rows))
     return 0
 
 

@@ -144,9 +144,9 @@ class Meter:
     def read(self) -> dict[str, float]:
         sums = self.sums.clone()
         dist.all_reduce(sums)
-        n, k = max(sums[-1].item(), 1), len(self.names)
+        n, k = sums[-1].item(), len(self.names)
         values = {f"loss/{name}": sums[i].item() / sums[k + i].item() for i, name in enumerate(self.names) if sums[k + i] > 0}
-        if sums[-1] > 0:  # no batch (log.valid_batches=0): no total either
+        if n > 0:  # no batch (log.valid_batches=0): no total either
             values["loss/total"] = sums[-2].item() / n
         samples = torch.tensor([float(self.samples)], device=self.device)
         dist.all_reduce(samples)
