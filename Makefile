@@ -59,7 +59,7 @@ demo: $(STAMP)
 	$(DS) launcher/finetune.py --config launcher/configs/synth_nlvr2.yaml run_dir=demo/finetune/nlvr2_pretrained $(DEMO_FT)
 	$(DS) launcher/finetune.py --config launcher/configs/synth_nlvr2.yaml run_dir=demo/finetune/nlvr2_scratch model.init_from=none $(DEMO_FT)
 	@echo
-	$(VENV)/bin/lxmert results demo/pretrain demo/finetune/vqa_pretrained demo/finetune/vqa_scratch demo/finetune/nlvr2_pretrained demo/finetune/nlvr2_scratch
+	$(VENV)/bin/lxmert results --by-type demo/pretrain demo/finetune/vqa_pretrained demo/finetune/vqa_scratch demo/finetune/nlvr2_pretrained demo/finetune/nlvr2_scratch
 	@echo
 	@sentence="$(DEMO_SENTENCE)"; \
 	  echo "$(VENV)/bin/lxmert attention demo/model --store demo/world/store --image $(DEMO_IMAGE) --sentence '$$sentence' --out demo/attention"; \

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 
 from data.files import atomic_write_text  # noqa: E402
-from launcher.cli import VALIDATION, format_table, last_scalars  # noqa: E402
+from launcher.cli import VALIDATION, by_type_table, format_table, last_scalars  # noqa: E402
 
 #: Pre-training variants: name -> overrides beside the common ones.
 PRETRAININGS = {"all objectives": [], "no visual objectives": ["objectives.visual=false"]}
@@ -156,7 +156,7 @@ def pretrain(name: str, extra: list[str], epochs: int, w: Path, args: argparse.N
         "checkpoint.every=500", "log.progress=false", *extra])
     lxmert("consolidate", str(run_dir / "checkpoints"), str(model))
     found = {tag: value for tag, (_, value) in last_scalars(run_dir, VALIDATION).items()}
-    row = {"name": name, "model": str(model), "minutes": seconds / 60, "epochs": epochs,
+    row = {"name": name, "run_dir": str(run_dir), "model": str(model), "minutes": seconds / 60, "epochs": epochs,
            "matching": found.get("valid/matched_accuracy"), "matching_prior": found.get("valid/matched_prior_accuracy"),
            "qa": found.get("valid/qa_accuracy")}
     atomic_write_text(record, json.dumps(row, indent=1))
@@ -174,8 +174,8 @@ def finetune(name: str, init: str, lr: float, w: Path, args: argparse.Namespace)
             f"data.valid=[{w / 'vqa/minival.json'}]", f"data.labels={w / 'vqa/trainval_ans2label.json'}",
             f"data.tokenizer={w / 'vocab.txt'}", f"train.epochs={args.ft_epochs}", f"train.lr={lr}", "log.progress=false"])
     res = json.loads((run_dir / "results.json").read_text())
-    return {"name": name, "lr": lr, "accuracy": res["valid"]["accuracy"], "prior": res["prior"]["accuracy"],
-            "steps": res["steps"]}
+    return {"name": name, "lr": lr, "run_dir": str(run_dir), "accuracy": res["valid"]["accuracy"],
+            "prior": res["prior"]["accuracy"], "steps": res["steps"], "by_type": res.get("valid_by_type")}
 
 
 def pct(x: float | None) -> str:
@@ -235,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table([["initialised from", "lr", "minival accuracy", "vs prior", "vs best scratch"]]
                 + [[r["name"], f"{r['lr']:g}", pct(r["accuracy"]), f"{100 * (r['accuracy'] - prior):+.1f}",
                     f"{100 * (r['accuracy'] - best):+.1f}"] for r in vqa]))
+    shown = [max((r for r in vqa if r["name"] == "scratch"), key=lambda r: r["accuracy"])]
+    shown += [r for r in vqa if r["name"] != "scratch"]
+    if all(r["by_type"] for r in shown):
+        print("\nby question type (prior: each type's most frequent training answer), the best scratch run and each pre-trained one")
+        print(by_type_table({f"{r['name']} (lr {r['lr']:g})": r["by_type"] for r in shown}))
     checks = verdicts(pre, vqa, captions)
     print("\nissue 12's targets:")
     for what, met, numbers in checks:

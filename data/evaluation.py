@@ -53,6 +53,23 @@ def scores(task: str, predictions: dict, rows: list[dict]) -> dict[str, float]:
     return {"accuracy": (vqa_accuracy if task == "vqa" else gqa_accuracy)(predictions, rows)}
 
 
+def scores_by_type(task: str, predictions: dict, rows: list[dict], prior: dict | None = None) -> dict[str, dict]:
+    """VQA and GQA: for each question type (:func:`question_type`; the official VQA evaluation's
+    perQuestionType) its number of questions, the accuracy of ``predictions`` on them and, given the
+    prior's predictions (:func:`prior_predictions`), the prior's. NLVR2 has no question types: {}."""
+    if task == "nlvr2":
+        return {}
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[question_type(row)].append(row)
+    out = {}
+    for kind, group in sorted(groups.items()):
+        out[kind] = {"questions": len(group), "accuracy": scores(task, predictions, group)["accuracy"]}
+        if prior:
+            out[kind]["prior"] = scores(task, prior, group)["accuracy"]
+    return out
+
+
 def question_type(row: dict) -> str:
     """VQA's ``question_type`` when the example has one (e.g. "what color", "how many"), else the
     question's first two words, lower-cased (GQA's files carry none)."""

@@ -211,7 +211,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     import yaml
 
-    rows = []
+    rows, by_type = [], {}
     for run_dir in args.run_dirs:
         path = run_dir / "results.json"
         config = run_dir / "config.yaml"  # the resolved configuration: fine-tuning's names its task
@@ -226,9 +226,26 @@ def cmd_results(args: argparse.Namespace) -> int:
         rows.append([str(run_dir), res["task"], "scratch" if init in ("None", None) else init, str(res.get("steps", "-")),
                      *(f"{k} {v:.1%}" + (f" (prior {prior[k]:.1%})" if k in prior else "")
                        for k, v in res.get("valid", {}).items())])
+        if res.get("valid_by_type"):
+            by_type[str(run_dir)] = res["valid_by_type"]
     rows.insert(0, ["run", "task", "initialised from", "steps", "validation (prior: answering without the image)"])
     print(format_table(rows))
+    if args.by_type and by_type:
+        print("\naccuracy by question type (prior: each type's most frequent training answer)")
+        print(by_type_table(by_type))
     return 0
+
+
+def by_type_table(runs: dict[str, dict[str, dict]]) -> str:
+    """One row per question type, one column per run: accuracy (prior), from results.json's valid_by_type."""
+    kinds = sorted({k for found in runs.values() for k in found})
+    rows = [["question type", "questions", *runs]]
+    for kind in kinds:
+        cells = [found.get(kind) for found in runs.values()]
+        count = next(c["questions"] for c in cells if c)
+        rows.append([kind, str(count), *("-" if c is None else f"{c['accuracy']:.1%}"
+                                         + (f" ({c['prior']:.1%})" if "prior" in c else "") for c in cells)])
+    return format_table(rows)
 
 
 def _subject(args: argparse.Namespace):
@@ -422,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "training answer). A pre-training RUN_DIR gives its last held-out matching accuracy "
                                    "beside the share of matched pairs, and its QA accuracy (its TensorBoard log).")
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("--by-type", action="store_true",
+                   help="also a table of VQA/GQA accuracy by question type (VQA's perQuestionType), each beside its prior")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("universal", help="convert a ZeRO checkpoint so that another number of ranks can resume it",

@@ -216,23 +216,24 @@ def split_scores(task: str, predictions: dict, dataset) -> dict[str, float]:
     return scores(task, predictions, dataset.rows)
 
 
-def prior_scores(task: str, data: TaskData) -> dict[str, float] | None:
-    """The valid split's scores of the answer prior (:func:`data.evaluation.prior_predictions`: each
-    question type's most frequent training answer; NLVR2's more frequent label), the baseline a
-    model must beat to have used the image. None without a training or a valid split, or without
+def valid_prior(task: str, data: TaskData) -> dict | None:
+    """The answer prior's predictions on the valid split (:func:`data.evaluation.prior_predictions`:
+    each question type's most frequent training answer; NLVR2's more frequent label), the baseline
+    a model must beat to have used the image. None without a training or a valid split, or without
     a training answer."""
-    from data.evaluation import prior_predictions, scores
+    from data.evaluation import prior_predictions
 
     valid = data.splits.get("valid")
     if data.train is None or valid is None:
         return None
-    predictions = prior_predictions(task, data.train.label_rows(), valid.rows, set(data.labels or ()))
-    return scores(task, predictions, valid.rows) if predictions else None
+    return prior_predictions(task, data.train.label_rows(), valid.rows, set(data.labels or ())) or None
 
 
-def finish(model, data: TaskData, ft: FinetuneConfig, rank: int, world: int, device, extra: dict) -> dict:
-    """Score the valid split, predict valid and test into submission files, write results.json."""
-    from data.evaluation import submission_name, submission_text
+def finish(model, data: TaskData, ft: FinetuneConfig, rank: int, world: int, device, extra: dict,
+           prior: dict | None = None) -> dict:
+    """Score the valid split (VQA and GQA: also by question type, beside the ``prior``'s predictions
+    when given), predict valid and test into submission files, write results.json."""
+    from data.evaluation import scores, scores_by_type, submission_name, submission_text
     from model.pretrained import atomic_write
 
     run_dir = Path(ft.run_dir)
@@ -241,6 +242,10 @@ def finish(model, data: TaskData, ft: FinetuneConfig, rank: int, world: int, dev
         predictions = predict(model, data, ft, rank, world, device, split)
         if split == "valid":
             results["valid"] = split_scores(ft.task, predictions, dataset)
+            if prior is not None:
+                results["prior"] = scores(ft.task, prior, dataset.rows)
+            if ft.task != "nlvr2":
+                results["valid_by_type"] = scores_by_type(ft.task, predictions, dataset.rows, prior)
         if rank == 0:
             path = run_dir / "predictions" / submission_name(ft.task, split)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -284,10 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         finish(net.to(device), data, ft, rank, world, device, {"model": str(init_path(ft))})
         return 0
 
+    from data.evaluation import scores
     from data.sampler import ResumableSampler
 
     valid = data.splits.get("valid")
-    prior = prior_scores(ft.task, data) if rank == 0 else None  # only rank 0 logs and writes results
+    prior_predictions = valid_prior(ft.task, data) if rank == 0 else None  # only rank 0 logs and writes results
+    prior = scores(ft.task, prior_predictions, valid.rows) if prior_predictions is not None else None
     if prior is not None:
         what = "the more frequent training label" if ft.task == "nlvr2" else "each question type's most frequent training answer"
         shown = ", ".join(f"{k} {v:.4f}" for k, v in prior.items())
@@ -326,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(failure[0])
     best = type(net).from_pretrained(best_dir).to(device)
     finish(best, data, ft, rank, world, device, {"model": str(best_dir), "checkpoint": tag,
-                                                 "init_from": str(init_path(ft)), "steps": outcome.step,
-                                                 **({"prior": prior} if prior is not None else {})})
+                                                 "init_from": str(init_path(ft)), "steps": outcome.step},
+           prior_predictions)
     return 0
 
 

@@ -116,6 +116,24 @@ def test_pretrained_beats_scratch_on_vqa(pretrained, tmp_path):
     predictions = read_submission("vqa", tmp_path / "pre" / "predictions" / "valid_predict.json")
     assert set(predictions) == {r["question_id"] for r in rows}
     assert scores("vqa", predictions, rows)["accuracy"] == pre
+    # ... and by question type (VQA's perQuestionType), each beside the prior's accuracy on that type
+    from data.evaluation import question_type
+
+    by_type = results(tmp_path / "pre")["valid_by_type"]
+    prior_pred = prior_predictions("vqa", train_rows, valid_rows, labels)
+    assert set(by_type) == {question_type(r) for r in rows} and len(by_type) >= 4
+    for kind, got in by_type.items():
+        group = [r for r in rows if question_type(r) == kind]
+        assert got == {"questions": len(group), "accuracy": scores("vqa", predictions, group)["accuracy"],
+                       "prior": scores("vqa", prior_pred, group)["accuracy"]}
+    assert sum(t["questions"] * t["accuracy"] for t in by_type.values()) / len(rows) == pytest.approx(pre)
+    table = run([sys.executable, "-m", "launcher.cli", "results", "--by-type", str(tmp_path / "pre"),
+                 str(tmp_path / "scratch")]).stdout
+    scratch_types = results(tmp_path / "scratch")["valid_by_type"]
+    for kind, got in by_type.items():
+        line = next(x for x in table.splitlines() if x.startswith(kind + "  "))
+        want = [f"{got['accuracy']:.1%} ({got['prior']:.1%})", f"{scratch_types[kind]['accuracy']:.1%} ({got['prior']:.1%})"]
+        assert line.split()[-4:] == " ".join(want).split(), line
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(tmp_path / "pre" / "tensorboard"))

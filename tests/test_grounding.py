@@ -42,7 +42,8 @@ def test_the_grounding_study_reports_its_runs_and_judges_the_targets_from_them(t
     assert set(pre) == {"all objectives", "no visual objectives"}
     assert report["captions"]["name"] == "captions only, no visual objectives"
     for row in [*pre.values(), report["captions"]]:
-        run_dir = out / row["name"].replace(",", "").replace(" ", "_")
+        run_dir = Path(row["run_dir"])
+        assert run_dir.parent == out.resolve()
         assert row["matching"] == pytest.approx(tb_last(run_dir, "valid/matched_accuracy"))
         assert row["matching_prior"] == pytest.approx(tb_last(run_dir, "valid/matched_prior_accuracy"))
         assert (Path(row["model"]) / "config.json").is_file()  # consolidated
@@ -57,10 +58,18 @@ def test_the_grounding_study_reports_its_runs_and_judges_the_targets_from_them(t
     assert [(r["name"], r["lr"]) for r in vqa] == [("scratch", 1e-3), ("scratch", 3e-3), ("all objectives", 1e-3),
                                                   ("no visual objectives", 1e-3)]
     for r in vqa:
-        res = json.loads((out / f"vqa_{r['name'].replace(' ', '_')}_lr{r['lr']:g}" / "results.json").read_text())
+        res = json.loads((Path(r["run_dir"]) / "results.json").read_text())
         assert r["accuracy"] == res["valid"]["accuracy"] and r["prior"] == res["prior"]["accuracy"]
+        assert r["by_type"] == res["valid_by_type"] and {"what color", "how many", "is there"} <= set(r["by_type"])
         expected_init = "None" if r["name"] == "scratch" else pre[r["name"]]["model"]
         assert str(res["init_from"]) == expected_init
+
+    # by question type: the best scratch run and each pre-trained one, each type's accuracy beside its prior
+    best_scratch = max(vqa[:2], key=lambda r: r["accuracy"])
+    for kind in best_scratch["by_type"]:
+        line = next(x for x in shown.splitlines() if x.startswith(kind + "  "))
+        cells = [r["by_type"][kind] for r in (best_scratch, vqa[2], vqa[3])]
+        assert line.split()[-6:] == " ".join(f"{c['accuracy']:.1%} ({c['prior']:.1%})" for c in cells).split()
 
     # the verdicts follow from those numbers
     prior, best = vqa[0]["prior"], max(r["accuracy"] for r in vqa[:2])
