@@ -233,6 +233,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.by_type and by_type:
         print("\naccuracy by question type (prior: each type's most frequent training answer)")
         print(by_type_table(by_type))
+    elif args.by_type:
+        print("\nno accuracy by question type: no VQA or GQA run here has valid_by_type in its results.json")
     return 0
 
 
