@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the lr sweep of the scratch model (comma-separated)")
     p.add_argument("--valid-every", type=int, default=500, help="pre-training steps between validation passes")
     p.add_argument("--port", type=int, default=29650, help="rendezvous port of the jobs")
+    p.add_argument("--check", action="store_true",
+                   help="exit with status 1 unless every target is measured and met (for a scheduled job)")
     return p.parse_args(argv)
 
 
@@ -247,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.dir / "grounding.json", json.dumps(
         {"args": {k: str(v) for k, v in vars(args).items()}, "pretraining": pre, "captions": captions, "vqa": vqa,
          "targets": [{"what": a, "met": b, "numbers": c} for a, b, c in checks]}, indent=1))
+    if args.check and not all(met for _, met, _ in checks):
+        print("grounding: --check: not every target measured and met", file=sys.stderr)
+        return 1
     return 0
 
 

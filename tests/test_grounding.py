@@ -15,10 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def study(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "bench" / "grounding.py"), "--dir", str(out), "--images", "40", "--preset", "tiny",
+            "--ranks", "1", "--epochs", "1", "--captions-epochs", "1", "--ft-epochs", "1", "--scratch-lrs", "1e-3,3e-3",
+            "--valid-every", "5", *extra]
+
+
 def run_study(out: Path, *extra: str) -> str:
-    cmd = [sys.executable, str(ROOT / "bench" / "grounding.py"), "--dir", str(out), "--images", "40", "--preset", "tiny",
-           "--ranks", "1", "--epochs", "1", "--captions-epochs", "1", "--ft-epochs", "1", "--scratch-lrs", "1e-3,3e-3",
-           "--valid-every", "5", *extra]
+    cmd = study(out, *extra)
     try:
         return procs.run(cmd, timeout=900).stdout
     except AssertionError as e:  # a job's own stacks (on a timeout) and errors are in its log
@@ -84,6 +88,10 @@ def test_the_grounding_study_reports_its_runs_and_judges_the_targets_from_them(t
     again = run_study(out)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.log")} == logs
     assert json.loads((out / "grounding.json").read_text())["vqa"] == vqa and again.splitlines()[-4:] == shown.splitlines()[-4:]
+    # --check: the exit status says whether every target was met (at this budget, not all are)
+    checked = procs.run(study(out, "--check"), ok=False)
+    assert checked.returncode == (0 if all(met) else 1), checked.stderr[-2000:]
+    assert all(met) or "not every target measured and met" in checked.stderr
     # ... but not with other settings, which its finished runs were not made with
     refused = procs.run([sys.executable, str(ROOT / "bench" / "grounding.py"), "--dir", str(out), "--images", "40",
                          "--preset", "tiny", "--ranks", "1", "--epochs", "2"], ok=False)
