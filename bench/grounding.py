@@ -12,11 +12,13 @@ table against the answer prior (each question type's most frequent training answ
   (issue 12's target: at least 90%);
 - VQA fine-tuned at the same budget from each pre-trained model and from scratch at every lr of a
   sweep; the issue's targets: pre-trained at least 30 points above the prior and 15 above the best
-  scratch, the ablation below the full pre-training.
+  scratch, the ablation below the full pre-training; and, by question type, the best scratch run
+  and each pre-trained one.
 
-    python bench/grounding.py                        # small preset, 30 epochs, 2 ranks: ~45 min on 2 cores
+    python bench/grounding.py                        # small preset, 30 epochs, 2 ranks: ~25 min on 2 cores
     python bench/grounding.py --epochs 15 --scratch-lrs 3e-4,1e-3 --dir runs/grounding15
-    python bench/grounding.py --captions-epochs 90   # adds the captions-only pre-training
+    python bench/grounding.py --captions-epochs 90   # adds the captions-only pre-training (~30 min in all)
+    python bench/grounding.py --captions-epochs 90 --check   # exit status 1 unless every target is met
 
 A rerun with the same ``--dir`` reuses every run that finished (its consolidated model or its
 results.json), resumes an interrupted pre-training from its last checkpoint (every 500 steps; its
