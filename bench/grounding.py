@@ -234,13 +234,13 @@ def main(argv: list[str] | None = None) -> int:
                 + [[r["name"], str(r["epochs"]), f"{pct(r['matching'])} ({pct(r['matching_prior'])})", pct(r["qa"]),
                     f"{r['minutes']:.1f}"] for r in pre + ([captions] if captions else [])]))
     prior = vqa[0]["prior"]
-    best = max(r["accuracy"] for r in vqa if r["name"] == "scratch")
+    best_scratch = max((r for r in vqa if r["name"] == "scratch"), key=lambda r: r["accuracy"])
+    best = best_scratch["accuracy"]
     print(f"\nVQA fine-tuning: {args.ft_epochs} epochs, batch 32, {vqa[0]['steps']} steps each; answer prior {pct(prior)}")
     print(format_table([["initialised from", "lr", "minival accuracy", "vs prior", "vs best scratch"]]
                 + [[r["name"], f"{r['lr']:g}", pct(r["accuracy"]), f"{100 * (r['accuracy'] - prior):+.1f}",
                     f"{100 * (r['accuracy'] - best):+.1f}"] for r in vqa]))
-    shown = [max((r for r in vqa if r["name"] == "scratch"), key=lambda r: r["accuracy"])]
-    shown += [r for r in vqa if r["name"] != "scratch"]
+    shown = [best_scratch, *(r for r in vqa if r["name"] != "scratch")]
     if all(r["by_type"] for r in shown):
         print("\nby question type (prior: each type's most frequent training answer), the best scratch run and each pre-trained one")
         print(by_type_table({f"{r['name']} (lr {r['lr']:g})": r["by_type"] for r in shown}))

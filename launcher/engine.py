@@ -50,11 +50,12 @@ def share_cpu_threads(rank: int, world: int) -> int | None:
         return None
     import socket
 
+    here = socket.gethostname()
     mine = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset(range(os.cpu_count() or 1))
     ranks: list = [None] * world
-    torch.distributed.all_gather_object(ranks, (socket.gethostname(), mine))
+    torch.distributed.all_gather_object(ranks, (here, mine))
     # the ranks of this node whose CPUs overlap ours (mpirun may have bound each rank to its own cores)
-    sharing = sum(host == socket.gethostname() and bool(cpus & mine) for host, cpus in ranks)
+    sharing = sum(host == here and bool(cpus & mine) for host, cpus in ranks)
     if sharing < 2:
         return None
     threads = max(1, len(mine) // sharing)
