@@ -37,9 +37,15 @@ test: $(STAMP)
 
 # The synthetic world, its feature store and tokenised corpora, 2-rank pre-training through the deepspeed launcher,
 # consolidation into one model, then VQA and NLVR2 fine-tuning (2 ranks each) from the
-# pre-trained model and from scratch with the same budget, the table of their results, and the
-# pre-trained model's attention figures and page for a held-out image and one of its captions.
+# pre-trained model and from scratch with the same budget, the small preset pre-trained on the captions
+# alone (held-out matching: issue 12's first target), the table of their results, the pre-trained
+# model's attention figures and page for a held-out image and one of its captions, and the captions
+# model's matching of two held-out images with a caption of each.
 DEMO_IMAGE ?= synth000000
+DEMO_OTHER ?= synth000001
+demo_caption = $$($(PY) -c 'import json, sys; from data.synth import caption_kind; \
+  r = {r["img_id"]: r for r in json.load(open("demo/world/lxmert/minival.json"))}[sys.argv[1]]; \
+  print(next(c for c in r["sentf"]["mscoco"] if caption_kind(c) == "colour and class"))' $(1))
 DEMO_SENTENCE = $$($(PY) -c 'import json; r = {r["img_id"]: r for r in json.load(open("demo/world/lxmert/minival.json"))}["$(DEMO_IMAGE)"]; \
   print(min([c for c in r["sentf"]["mscoco"] if " of " in c] or r["sentf"]["mscoco"], key=len))')
 DEMO_QUESTION = $$($(PY) -c 'import json; print(next(q["sent"] for q in json.load(open("demo/world/vqa/minival.json")) if q["img_id"] == "$(DEMO_IMAGE)"))')
@@ -58,8 +64,11 @@ demo: $(STAMP)
 	$(DS) launcher/finetune.py --config launcher/configs/synth_vqa.yaml run_dir=demo/finetune/vqa_scratch model.init_from=none $(DEMO_FT)
 	$(DS) launcher/finetune.py --config launcher/configs/synth_nlvr2.yaml run_dir=demo/finetune/nlvr2_pretrained $(DEMO_FT)
 	$(DS) launcher/finetune.py --config launcher/configs/synth_nlvr2.yaml run_dir=demo/finetune/nlvr2_scratch model.init_from=none $(DEMO_FT)
+	$(DS) launcher/pretrain.py --config launcher/configs/synth_captions.yaml
+	$(VENV)/bin/lxmert consolidate demo/captions/checkpoints demo/captions_model
 	@echo
-	$(VENV)/bin/lxmert results --by-type demo/pretrain demo/finetune/vqa_pretrained demo/finetune/vqa_scratch demo/finetune/nlvr2_pretrained demo/finetune/nlvr2_scratch
+	$(VENV)/bin/lxmert results --by-type demo/pretrain demo/finetune/vqa_pretrained demo/finetune/vqa_scratch demo/finetune/nlvr2_pretrained \
+	  demo/finetune/nlvr2_scratch demo/captions
 	@echo
 	@sentence="$(DEMO_SENTENCE)"; \
 	  echo "$(VENV)/bin/lxmert attention demo/model --store demo/world/store --image $(DEMO_IMAGE) --sentence '$$sentence' --out demo/attention"; \
@@ -67,6 +76,9 @@ demo: $(STAMP)
 	@question="$(DEMO_QUESTION)"; \
 	  echo "$(VENV)/bin/lxmert ask demo/model --store demo/world/store --image $(DEMO_IMAGE) --question '$$question' --topk 3"; \
 	  $(VENV)/bin/lxmert ask demo/model --store demo/world/store --image $(DEMO_IMAGE) --question "$$question" --topk 3
+	@a="$(call demo_caption,$(DEMO_IMAGE))"; b="$(call demo_caption,$(DEMO_OTHER))"; \
+	  echo "$(VENV)/bin/lxmert match demo/captions_model --store demo/world/store --image $(DEMO_IMAGE) --image $(DEMO_OTHER) --sentence '$$a' --sentence '$$b'"; \
+	  $(VENV)/bin/lxmert match demo/captions_model --store demo/world/store --image $(DEMO_IMAGE) --image $(DEMO_OTHER) --sentence "$$a" --sentence "$$b"
 	@echo "demo: pre-trained model in demo/model; TensorBoard logs: tensorboard --logdir demo (pre-training and each fine-tuning run)"
 
 bench: $(STAMP)

@@ -182,6 +182,45 @@ def finetune(name: str, init: str, lr: float, w: Path, args: argparse.Namespace)
             "prior": res["prior"]["accuracy"], "steps": res["steps"], "by_type": res.get("valid_by_type")}
 
 
+def matching_by_kind(model: str, w: Path) -> dict | None:
+    """A pre-trained model on the held-out captions, each with its own image and with one other
+    held-out image's (fixed seed), intact: the share judged right by caption kind (``(cut)``: over
+    the model's word-piece limit), the mismatched ones split by their truth on the image
+    (``data.synth.caption_truth``: true by accident, so judged "mismatched" against the facts), and
+    the accuracy a model right about every image would get (the world's ceiling). None for a world
+    written without scenes.json."""
+    import random
+
+    from data.store import FeatureStore
+    from data.synth import caption_kind, caption_truth
+    from interpret.queries import matching_probabilities
+    from interpret.subject import load_subject, make_example
+
+    if not (w / "scenes.json").is_file():
+        return None
+    scenes = json.loads((w / "scenes.json").read_text())
+    captions = [(r["img_id"], c) for r in json.loads((w / "lxmert/minival.json").read_text()) for c in r["sentf"]["mscoco"]]
+    rng, pairs = random.Random(0), []
+    for img, caption in captions:
+        pairs.append((img, caption, True))
+        while (other := rng.choice(captions))[0] == img:
+            pass
+        pairs.append((img, other[1], False))
+    subject, store = load_subject(model), FeatureStore(w / "store")
+    examples = [make_example(subject, store, img, caption, truncate=True) for img, caption, _ in pairs]
+    kinds: dict[str, dict[str, list[int]]] = {}
+    right = accidental = 0
+    for (img, caption, matched), example, p in zip(pairs, examples, matching_probabilities(subject, examples)):
+        column = "matched" if matched else "true by accident" if caption_truth(caption, scenes[img]) else "mismatched"
+        cell = kinds.setdefault(caption_kind(caption) + (" (cut)" if example.cut else ""), {}).setdefault(column, [0, 0])
+        cell[0] += (p > 0.5) == matched
+        cell[1] += 1
+        right += (p > 0.5) == matched
+        accidental += column == "true by accident"
+    return {"pairs": len(pairs), "accuracy": right / len(pairs), "ceiling": 1 - accidental / len(pairs),
+            "kinds": dict(sorted(kinds.items()))}
+
+
 def pct(x: float | None) -> str:
     """A share as a percentage; "-" when not measured."""
     return "-" if x is None else f"{100 * x:.1f}%"
@@ -244,6 +283,18 @@ def main(argv: list[str] | None = None) -> int:
     if all(r["by_type"] for r in shown):
         print("\nby question type (prior: each type's most frequent training answer), the best scratch run and each pre-trained one")
         print(by_type_table({f"{r['name']} (lr {r['lr']:g})": r["by_type"] for r in shown}))
+    if captions is not None:
+        captions["by_kind"] = by_kind = matching_by_kind(captions["model"], w)
+        if by_kind is None:
+            print(f"\n(matching by caption kind: {w} was written without scenes.json; a new --dir writes it)")
+        else:
+            print(f"\nthe captions-only model on {by_kind['pairs']} held-out pairs (half mismatched), intact, by caption "
+                  f"kind: {pct(by_kind['accuracy'])} right; a model right about every image: {pct(by_kind['ceiling'])} "
+                  f"(a mismatched caption can be true of the image: data.synth.caption_truth)")
+            cell = lambda c: "-" if c is None else f"{pct(c[0] / c[1])} of {c[1]}"  # noqa: E731
+            columns = ("matched", "mismatched", "true by accident")
+            print(format_table([["caption kind", "matched", "mismatched", "mismatched, true of the image"]]
+                               + [[k, *(cell(v.get(c)) for c in columns)] for k, v in by_kind["kinds"].items()]))
     checks = verdicts(pre, vqa, captions)
     print("\nissue 12's targets:")
     for what, met, numbers in checks:

@@ -17,6 +17,9 @@ Written under OUT:
     features/objects_vocab.txt, attributes_vocab.txt   the detector's label names (line i names id i)
     vocab.txt                              WordPiece vocabulary of the world's text (deterministic)
     world.json                             sizes: images, regions, feature dim, labels
+    scenes.json                            the truth: each image's objects (class, colour, size, column,
+                                           box; indices into CLASSES, COLOURS, SIZES), for
+                                           :func:`caption_truth` and the grounding study
 """
 
 from __future__ import annotations
@@ -152,6 +155,50 @@ def _captions(objects: list[dict], rng: random.Random) -> list[str]:
         o, nm = rng.choice(short)
         caps.append(f"the {nm} is {SIZES[o['size']] if COLOURS[o['col']] in nm.split() else COLOURS[o['col']]} .")
     return caps
+
+
+CAPTION_KINDS = ("listing", "count", "colour and class", "relation", "attribute")
+
+
+def caption_kind(caption: str) -> str:
+    """Which of :func:`_captions`' sentences ``caption`` is (one of CAPTION_KINDS)."""
+    words = caption.rstrip(" .").split()
+    if caption.startswith("a picture of "):
+        return "listing"
+    if words[0] == "there":
+        return "colour and class" if words[3] in COLOURS and words[1] == "is" and len(words) == 5 else "count"
+    return "relation" if " left of " in caption or " right of " in caption else "attribute"
+
+
+def _named(name: str, objects: list[dict]) -> dict | None:
+    """The one object of the scene that ``name`` ("dog", "small red dog", ...) fits, or None."""
+    fits = [o for o in objects if set(name.split()) <= set(_words(o))]
+    return fits[0] if len(fits) == 1 else None
+
+
+def caption_truth(caption: str, objects: list[dict]) -> bool:
+    """Whether a synthetic caption (any image's) is true of the scene ``objects``: a listing names
+    exactly its objects; a count its number of that class; a colour and class an object of both;
+    a relation two objects the scene names unambiguously, in that order; an attribute such an object
+    of that size or colour. Every caption is true of its own image (tested); a mismatched one may be
+    true by accident (a cap on matching accuracy)."""
+    kind, text = caption_kind(caption), caption.rstrip(" .")
+    words = text.split()
+    if kind == "listing":
+        listed = text[len("a picture of "):].replace(" and ", ", ").split(", ")
+        return sorted(listed) == sorted("a " + " ".join(_words(o)) for o in objects)
+    if kind == "count":
+        n = next(k for k, v in NUMBERS.items() if v == words[2])
+        return sum(o["cls"] == _class_of(words[3]) for o in objects) == n
+    if kind == "colour and class":
+        return any(COLOURS[o["col"]] == words[3] and CLASSES[o["cls"]] == words[4] for o in objects)
+    if kind == "relation":
+        first, side, second = text[len("the "):].partition(" is left of the " if " left of " in text else " is right of the ")
+        a, b = _named(first, objects), _named(second, objects)
+        return a is not None and b is not None and (a["slot"] < b["slot"]) == ("left" in side)
+    name, _, attribute = text[len("the "):].rpartition(" is ")
+    o = _named(name, objects)
+    return o is not None and attribute in _words(o)
 
 
 def _question_candidates(objects: list[dict], rng: random.Random) -> list[tuple[str, str]]:
@@ -405,6 +452,7 @@ def write_world(out: str | os.PathLike, images: int = 600, seed: int = 0, region
              "feature_dim": feat_dim, "num_object_labels": len(CLASSES) + 1, "num_attr_labels": len(COLOURS) + 1,
              "num_answers": len(answers), "vocab_size": vocab_size, "seed": seed}
     _dump(out / "world.json", world)
+    _dump(out / "scenes.json", scenes)
     return world
 
 

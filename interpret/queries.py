@@ -45,6 +45,16 @@ def ask(subject: Subject, store, img_id: str, question: str, topk: int = 5, trun
 
 
 @torch.no_grad()
+def matching_probabilities(subject: Subject, examples: list[Example]) -> list[float]:
+    """The matching head's probability that each example's sentence describes its image."""
+    probs: list[float] = []
+    for start in range(0, len(examples), MATCH_BATCH):
+        pooled = encode(subject, batch(examples[start:start + MATCH_BATCH])).pooled_output
+        probs += subject.model.matching_head(pooled).float().softmax(-1)[:, 1].tolist()
+    return probs
+
+
+@torch.no_grad()
 def match(subject: Subject, store, img_ids: list[str], sentences: list[str], truncate: bool = False) -> dict:
     """The matching probability of every (image, sentence) pair, ranked, highest first."""
     if subject.kind != "pretraining":
@@ -58,11 +68,7 @@ def match(subject: Subject, store, img_ids: list[str], sentences: list[str], tru
     if not img_ids or not sentences:
         raise ValueError("give at least one --image and one --sentence")
     examples: list[Example] = [make_example(subject, store, i, s, truncate) for i in img_ids for s in sentences]
-    probs: list[float] = []
-    for start in range(0, len(examples), MATCH_BATCH):
-        chunk = batch(examples[start:start + MATCH_BATCH])
-        pooled = encode(subject, chunk).pooled_output
-        probs += subject.model.matching_head(pooled).float().softmax(-1)[:, 1].tolist()
+    probs = matching_probabilities(subject, examples)
     pairs = [{"image": e.img_id, "sentence": e.sentence, "probability": round(p, 6), "cut": e.cut}
              for e, p in zip(examples, probs)]
     pairs.sort(key=lambda r: -r["probability"])

@@ -117,12 +117,23 @@ def valid_loader(dataset, run: RunConfig, rank: int, world: int, collate):
     return loader(dataset, first, run, run.train.micro_batch_size, collate, drop_last=False, persistent=True)
 
 
+def intact_inputs(batch) -> dict:
+    """The model inputs of ``batch`` as its pairs are, before the objectives masked them: every
+    masked-LM position back to its word piece (``labels``), every masked region back to its
+    features (``feat_targets``); no targets. What ``lxmert match`` and ``lxmert ask`` show a model."""
+    ids = torch.where(batch.labels >= 0, batch.labels, batch.input_ids)
+    return dict(input_ids=ids, attention_mask=batch.attention_mask, visual_feats=batch.feat_targets,
+                visual_pos=batch.visual_pos, visual_attention_mask=batch.visual_attention_mask, full_mlm_logits=False)
+
+
 @torch.no_grad()
 def validate(engine, batches, run: RunConfig) -> dict[str, float]:
-    """The first ``log.valid_batches`` batches of each rank: the objectives' losses, the matching
-    accuracy on the held-out pairs (``objectives.mismatch_probability`` of them mismatched) beside
-    its prior (the share of matched pairs: the accuracy of always answering "matched") and the QA
-    accuracy."""
+    """The first ``log.valid_batches`` batches of each rank: the objectives' losses on the inputs as
+    training sees them (masked), and, on the pairs as they are (a second forward pass of
+    :func:`intact_inputs`: a caption whose telling word was masked would count against the model),
+    the matching accuracy on the held-out pairs (``objectives.mismatch_probability`` of them
+    mismatched) beside its prior (the share of matched pairs: the accuracy of always answering
+    "matched") and the QA accuracy."""
     engine.eval()
     meter = Meter(engine.device, OBJECTIVE_NAMES)
     # right and counted: answered questions, then (image, sentence) pairs judged matched or not, and
@@ -132,16 +143,18 @@ def validate(engine, batches, run: RunConfig) -> dict[str, float]:
         if i >= run.log.valid_batches:
             break
         batch = batch.to(engine.device)
-        out = engine(**batch.model_inputs())
-        meter.add(out, batch)
+        meter.add(engine(**batch.model_inputs()), batch)
         has_answer = batch.ans != -100
-        if out.question_answering_score is not None:
-            counts[0] += (out.question_answering_score.argmax(-1)[has_answer] == batch.ans[has_answer]).sum().item()
+        judged = run.objectives.matching and bool((batch.matched_label >= 0).any())
+        if has_answer.any() or judged:
+            out = engine(**intact_inputs(batch))
+            if out.question_answering_score is not None:
+                counts[0] += (out.question_answering_score.argmax(-1)[has_answer] == batch.ans[has_answer]).sum().item()
+            if judged and out.cross_relationship_score is not None:
+                counts[2] += (out.cross_relationship_score.argmax(-1) == batch.matched_label).sum().item()
+                counts[3] += len(batch)
+                counts[4] += batch.matched_label.sum().item()
         counts[1] += has_answer.sum().item()
-        if run.objectives.matching and out.cross_relationship_score is not None:
-            counts[2] += (out.cross_relationship_score.argmax(-1) == batch.matched_label).sum().item()
-            counts[3] += len(batch)
-            counts[4] += batch.matched_label.sum().item()
         beat()
     values = {k.replace("loss/", "valid/"): v for k, v in meter.read().items() if k.startswith("loss/")}
     counts = counts.to(engine.device)

@@ -486,6 +486,38 @@ def test_synthetic_world_needs_the_image(tmp_path):
         assert 0.35 < sum(r["label"] for r in rows) / len(rows) < 0.65
 
 
+def test_synthetic_captions_are_true_of_their_image(tmp_path):
+    """scenes.json holds each image's objects; data.synth.caption_truth judges any caption against
+    them: every caption is true of its own image, each kind is false of a scene it misdescribes,
+    and a few captions of other images are true by accident (what caps matching accuracy)."""
+    import random
+
+    from data.synth import CAPTION_KINDS, caption_kind, caption_truth
+
+    write_world(tmp_path, images=200, feat_dim=8, regions=16, progress=False)
+    scenes = json.loads((tmp_path / "scenes.json").read_text())
+    captions = [(r["img_id"], c) for split in ("train", "minival")
+                for r in json.loads((tmp_path / "lxmert" / f"{split}.json").read_text()) for c in r["sentf"]["mscoco"]]
+    assert {caption_kind(c) for _, c in captions} == set(CAPTION_KINDS)
+    assert all(caption_truth(c, scenes[img]) for img, c in captions)
+    rng = random.Random(0)
+    accidental = sum(caption_truth(c, scenes[img]) for img, _ in captions for c in [rng.choice(captions)[1]])
+    assert 0 < accidental < 0.1 * len(captions)
+
+    dog = {"cls": 0, "col": 0, "size": 0, "slot": 1}  # a small red dog, left of a large blue cat
+    cat = {"cls": 1, "col": 1, "size": 1, "slot": 4}
+    scene = [dog, cat]
+    for caption, truth in [("a picture of a small red dog and a large blue cat .", True),
+                           ("a picture of a small red dog .", False), ("a picture of a large red dog and a large blue cat .", False),
+                           ("there is one dog .", True), ("there are two dogs .", False), ("there are no cars .", True),
+                           ("there is a red dog .", True), ("there is a blue dog .", False),
+                           ("the dog is left of the cat .", True), ("the cat is left of the dog .", False),
+                           ("the dog is right of the cat .", False), ("the dog is left of the car .", False),
+                           ("the dog is red .", True), ("the dog is large .", False), ("the cat is large .", True)]:
+        assert caption_truth(caption, scene) == truth, caption
+    assert not caption_truth("the dog is red .", [dog, {**dog, "slot": 3}])  # "the dog" names no one dog of two
+
+
 def test_tokenizer_errors_name_the_value():
     with pytest.raises(FileNotFoundError, match="^/nonexistent/vocab.txt: no such tokenizer file or directory$"):
         load_tokenizer("/nonexistent/vocab.txt")

@@ -328,6 +328,74 @@ def test_meter_averages_each_loss_over_the_steps_that_had_examples_of_it():
     assert values["loss/total"] == (2.0 + 7.0) / 2
 
 
+def test_validation_accuracies_read_the_intact_pairs():
+    """Validation's losses are of the inputs as training masks them; its matching and QA accuracies
+    are of the pairs as they are (nothing masked: held-out accuracy, what `lxmert match` shows). An
+    engine that answers right only when it sees an example intact (no [MASK], no zeroed region)
+    scores 100% on both; scored on the masked inputs, it would score 0%. One gloo rank."""
+    import torch.distributed as dist
+
+    from data.collate import collate_pretraining
+    from launcher.config import RunConfig
+    from launcher.pretrain import validate
+    from model import LxmertConfig, LxmertForPretraining
+
+    torch.manual_seed(0)
+    config = LxmertConfig.from_preset("tiny", vocab_size=50, visual_feat_dim=8, num_qa_labels=5)
+    model = LxmertForPretraining(config).eval()
+    mask_id, regions = 4, 3
+    examples = []
+    for i in range(4):
+        ids = torch.tensor([2, 10 + i, 20 + i, 3])
+        feats = torch.rand(regions, 8) + 0.5
+        masked_ids, labels = ids.clone(), torch.full_like(ids, -100)
+        masked_feats, feat_mask = feats.clone(), torch.zeros(regions)
+        if i % 2:  # a masked word piece
+            masked_ids[1], labels[1] = mask_id, ids[1]
+        else:  # a masked region
+            masked_feats[0], feat_mask[0] = 0.0, 1.0
+        examples.append({"input_ids": masked_ids, "labels": labels, "visual_feats": masked_feats,
+                         "visual_pos": torch.rand(regions, 4), "obj_ids": torch.zeros(regions, dtype=torch.long),
+                         "obj_weights": feat_mask.clone(), "attr_ids": torch.zeros(regions, dtype=torch.long),
+                         "attr_weights": feat_mask.clone(), "feat_targets": feats, "feat_mask": feat_mask,
+                         "ans": i % 5 if i < 3 else -100, "matched_label": i % 2})
+    batch = collate_pretraining(examples)
+    truth_matched, truth_ans = batch.matched_label.clone(), batch.ans.clone()
+
+    class Engine(torch.nn.Module):
+        device = torch.device("cpu")
+
+        def __init__(self):
+            super().__init__()
+            self.model, self.calls = model, []
+
+        def forward(self, **inputs):
+            out = self.model(**inputs)
+            intact = (inputs["input_ids"] != mask_id).all(1) & (inputs["visual_feats"] != 0).all(2).all(1)
+            self.calls.append(intact)
+            right_matched = torch.where(intact, truth_matched, 1 - truth_matched)
+            right_ans = torch.where(intact, truth_ans.clamp(min=0), (truth_ans.clamp(min=0) + 1) % 5)
+            out.cross_relationship_score = torch.nn.functional.one_hot(right_matched, 2).float()
+            out.question_answering_score = torch.nn.functional.one_hot(right_ans, 5).float()
+            return out
+
+    engine = Engine()
+    run = RunConfig()
+    run.log.valid_batches = 1
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        values = validate(engine, [batch], run)
+    finally:
+        dist.destroy_process_group()
+    assert values["valid/matched_accuracy"] == 1.0 and values["valid/qa_accuracy"] == 1.0
+    assert values["valid/matched_prior_accuracy"] == 0.5
+    masked_pass, intact_pass = engine.calls  # the losses' pass saw every example masked
+    assert not masked_pass.any() and intact_pass.all()
+    with torch.no_grad():
+        losses = model.eval()(**batch.model_inputs()).losses  # validate leaves it in training mode
+    assert values["valid/mlm"] == pytest.approx(losses["mlm"].item()) and values["valid/feat"] == pytest.approx(losses["feat"].item())
+
+
 def test_throughput_of_the_job_excludes_checkpoint_writes(world, tmp_path):
     """The job's throughput.json counts training only: each checkpoint file write is slowed by a
     known pause (tests/slow_checkpoint.py), and those seconds appear as checkpoint_seconds, not in
