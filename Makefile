@@ -79,7 +79,7 @@ demo: $(STAMP)
 	@a="$(call demo_caption,$(DEMO_IMAGE))"; b="$(call demo_caption,$(DEMO_OTHER))"; \
 	  echo "$(VENV)/bin/lxmert match demo/captions_model --store demo/world/store --image $(DEMO_IMAGE) --image $(DEMO_OTHER) --sentence '$$a' --sentence '$$b'"; \
 	  $(VENV)/bin/lxmert match demo/captions_model --store demo/world/store --image $(DEMO_IMAGE) --image $(DEMO_OTHER) --sentence "$$a" --sentence "$$b"
-	@echo "demo: pre-trained model in demo/model; TensorBoard logs: tensorboard --logdir demo (pre-training and each fine-tuning run)"
+	@echo "demo: pre-trained models in demo/model and demo/captions_model; TensorBoard logs: tensorboard --logdir demo (pre-training and each fine-tuning run)"
 
 bench: $(STAMP)
 	$(PY) bench/model_speed.py

@@ -9,7 +9,8 @@ table against the answer prior (each question type's most frequent training answ
   accuracy beside its prior (the share of matched pairs) and held-out QA accuracy;
 - optionally (``--captions-epochs``) pre-training on the captions alone, 50% mismatched pairs,
   without the visual objectives (they slow matching down: README): its held-out matching accuracy
-  (issue 12's target: at least 90%);
+  (issue 12's target: at least 90%), and that model's matching by caption kind on intact held-out
+  pairs beside the world's ceiling (mismatched captions true of their image by accident);
 - VQA fine-tuned at the same budget from each pre-trained model and from scratch at every lr of a
   sweep; the issue's targets: pre-trained at least 30 points above the prior and 15 above the best
   scratch, the ablation below the full pre-training; and, by question type, the best scratch run

@@ -46,7 +46,8 @@ def ask(subject: Subject, store, img_id: str, question: str, topk: int = 5, trun
 
 @torch.no_grad()
 def matching_probabilities(subject: Subject, examples: list[Example]) -> list[float]:
-    """The matching head's probability that each example's sentence describes its image."""
+    """The matching head's probability that each example's sentence describes its image (a
+    pre-trained model with its matching head: :func:`match` checks that for the command)."""
     probs: list[float] = []
     for start in range(0, len(examples), MATCH_BATCH):
         pooled = encode(subject, batch(examples[start:start + MATCH_BATCH])).pooled_output
@@ -54,7 +55,6 @@ def matching_probabilities(subject: Subject, examples: list[Example]) -> list[fl
     return probs
 
 
-@torch.no_grad()
 def match(subject: Subject, store, img_ids: list[str], sentences: list[str], truncate: bool = False) -> dict:
     """The matching probability of every (image, sentence) pair, ranked, highest first."""
     if subject.kind != "pretraining":

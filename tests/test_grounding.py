@@ -121,7 +121,8 @@ def test_captions_alone_teach_matching_held_out_pairs(tmp_path):
     pre-trained on the captions alone of a 600-image world (launcher/configs/synth_captions.yaml: half
     the pairs mismatched, 28 epochs, 2 ranks through the deepspeed launcher, fixed seeds) judges at
     least 90% of the held-out pairs right (intact pairs; its prior, always "matched", about 50%),
-    having started at chance (the first validation). About 3 minutes on 2 cores."""
+    having started at chance (the first validation). 155-165 s on 2 cores (its bf16 run
+    reached 93.8%, README: the margin over the target is some 3 standard errors)."""
     from data.store import build_store
     from data.synth import write_world
 
@@ -144,5 +145,5 @@ def test_captions_alone_teach_matching_held_out_pairs(tmp_path):
     steps = [int(step) for step, _, _ in shown]
     assert steps[0] == 250 and steps[-1] == 1008, steps  # 28 epochs of 2,313 captions at 64 a step, validated every 250
     first, last, prior = float(shown[0][1]), float(shown[-1][1]), float(shown[-1][2])
-    assert 0.4 < prior < 0.6 and first < 0.75, shown
+    assert 0.4 < prior < 0.6 and first < 0.6, shown
     assert last >= 0.90 and last == pytest.approx(tb_last(run_dir, "valid/matched_accuracy"), abs=1e-4), shown

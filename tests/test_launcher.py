@@ -332,7 +332,8 @@ def test_validation_accuracies_read_the_intact_pairs():
     """Validation's losses are of the inputs as training masks them; its matching and QA accuracies
     are of the pairs as they are (nothing masked: held-out accuracy, what `lxmert match` shows). An
     engine that answers right only when it sees an example intact (no [MASK], no zeroed region)
-    scores 100% on both; scored on the masked inputs, it would score 0%. One gloo rank."""
+    scores 100% on both; scored on the masked inputs, it would score 0%. The restored pieces are the
+    sentence's, padding kept. One gloo rank."""
     import torch.distributed as dist
 
     from data.collate import collate_pretraining
@@ -346,7 +347,7 @@ def test_validation_accuracies_read_the_intact_pairs():
     mask_id, regions = 4, 3
     examples = []
     for i in range(4):
-        ids = torch.tensor([2, 10 + i, 20 + i, 3])
+        ids = torch.tensor([2, 10 + i, 20 + i, 3] if i < 3 else [2, 10 + i, 3])  # the last one padded
         feats = torch.rand(regions, 8) + 0.5
         masked_ids, labels = ids.clone(), torch.full_like(ids, -100)
         masked_feats, feat_mask = feats.clone(), torch.zeros(regions)
@@ -367,12 +368,13 @@ def test_validation_accuracies_read_the_intact_pairs():
 
         def __init__(self):
             super().__init__()
-            self.model, self.calls = model, []
+            self.model, self.calls, self.ids = model, [], []
 
         def forward(self, **inputs):
             out = self.model(**inputs)
             intact = (inputs["input_ids"] != mask_id).all(1) & (inputs["visual_feats"] != 0).all(2).all(1)
             self.calls.append(intact)
+            self.ids.append(inputs["input_ids"])
             right_matched = torch.where(intact, truth_matched, 1 - truth_matched)
             right_ans = torch.where(intact, truth_ans.clamp(min=0), (truth_ans.clamp(min=0) + 1) % 5)
             out.cross_relationship_score = torch.nn.functional.one_hot(right_matched, 2).float()
@@ -391,6 +393,7 @@ def test_validation_accuracies_read_the_intact_pairs():
     assert values["valid/matched_prior_accuracy"] == 0.5
     masked_pass, intact_pass = engine.calls  # the losses' pass saw every example masked
     assert not masked_pass.any() and intact_pass.all()
+    assert engine.ids[1].tolist() == [[2, 10, 20, 3], [2, 11, 21, 3], [2, 12, 22, 3], [2, 13, 3, 0]]
     with torch.no_grad():
         losses = model.eval()(**batch.model_inputs()).losses  # validate leaves it in training mode
     assert values["valid/mlm"] == pytest.approx(losses["mlm"].item()) and values["valid/feat"] == pytest.approx(losses["feat"].item())
