@@ -209,17 +209,16 @@ def matching_by_kind(model: str, w: Path) -> dict | None:
         pairs.append((img, other[1], False))
     subject, store = load_subject(model), FeatureStore(w / "store")
     examples = [make_example(subject, store, img, caption, truncate=True) for img, caption, _ in pairs]
-    kinds: dict[str, dict[str, list[int]]] = {}
-    right = accidental = 0
+    kinds: dict[str, dict[str, list[int]]] = {}  # kind -> column -> [judged right, pairs]
     for (img, caption, matched), example, p in zip(pairs, examples, matching_probabilities(subject, examples)):
         column = "matched" if matched else "true by accident" if caption_truth(caption, scenes[img]) else "mismatched"
         cell = kinds.setdefault(caption_kind(caption) + (" (cut)" if example.cut else ""), {}).setdefault(column, [0, 0])
         cell[0] += (p > 0.5) == matched
         cell[1] += 1
-        right += (p > 0.5) == matched
-        accidental += column == "true by accident"
-    return {"pairs": len(pairs), "accuracy": right / len(pairs), "ceiling": 1 - accidental / len(pairs),
-            "kinds": dict(sorted(kinds.items()))}
+    cells = [(column, cell) for columns in kinds.values() for column, cell in columns.items()]
+    accidental = sum(n for column, (_, n) in cells if column == "true by accident")
+    return {"pairs": len(pairs), "accuracy": sum(right for _, (right, _) in cells) / len(pairs),
+            "ceiling": 1 - accidental / len(pairs), "kinds": dict(sorted(kinds.items()))}
 
 
 def pct(x: float | None) -> str:

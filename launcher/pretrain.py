@@ -145,8 +145,8 @@ def validate(engine, batches, run: RunConfig) -> dict[str, float]:
         batch = batch.to(engine.device)
         meter.add(engine(**batch.model_inputs()), batch)
         has_answer = batch.ans != -100
-        judged = run.objectives.matching and bool((batch.matched_label >= 0).any())
-        if has_answer.any() or judged:
+        judged = run.objectives.matching  # then every pair carries a matching label (data.pretraining)
+        if judged or has_answer.any():
             out = engine(**intact_inputs(batch))
             if out.question_answering_score is not None:
                 counts[0] += (out.question_answering_score.argmax(-1)[has_answer] == batch.ans[has_answer]).sum().item()
