@@ -46,8 +46,9 @@ BIN = Path(sys.executable).parent
 from data.files import atomic_write_text  # noqa: E402
 from launcher.cli import VALIDATION, by_type_table, format_table, last_scalars  # noqa: E402
 
-#: Pre-training variants: name -> overrides beside the common ones.
+#: Pre-training variants on the captions and the questions: name -> overrides of synth_tiny.yaml beside the common ones.
 PRETRAININGS = {"all objectives": [], "no visual objectives": ["objectives.visual=false"]}
+#: The captions-only pre-training: synth_captions.yaml (make demo's recipe) at ``--captions-epochs``.
 CAPTIONS = "captions only, no visual objectives"
 
 
@@ -67,10 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="small", help="model preset of every run")
     p.add_argument("--ranks", type=int, default=2, help="processes per job (the deepspeed launcher when more than 1)")
     p.add_argument("--epochs", type=int, default=30, help="pre-training epochs (captions and questions)")
-    p.add_argument("--lr", type=float, default=1e-3, help="pre-training lr")
+    p.add_argument("--lr", type=float, default=1e-3, help="lr of the pre-trainings on captions and questions")
     p.add_argument("--mismatch", type=float, default=0.2,
-                   help="share of mismatched pairs in pre-training (a mismatched question has no QA target)")
-    p.add_argument("--captions-epochs", type=int, default=0, help="epochs of the captions-only pre-training (0: not run)")
+                   help="share of mismatched pairs in the pre-trainings on captions and questions (a mismatched "
+                        "question has no QA target)")
+    p.add_argument("--captions-epochs", type=int, default=0,
+                   help="epochs of the captions-only pre-training, launcher/configs/synth_captions.yaml otherwise "
+                        "(0: not run)")
     p.add_argument("--ft-epochs", type=int, default=4, help="VQA fine-tuning epochs (batch 32), the same for every model")
     p.add_argument("--ft-lr", type=float, default=1e-3, help="VQA fine-tuning lr of the pre-trained models")
     p.add_argument("--scratch-lrs", type=lrs, default=lrs("1e-4,3e-4,1e-3,3e-3"),
@@ -141,9 +145,10 @@ def build_world(args: argparse.Namespace) -> Path:
     return w
 
 
-def pretrain(name: str, extra: list[str], epochs: int, w: Path, args: argparse.Namespace) -> dict:
-    """One pre-training and its consolidated model (reused when both exist): its held-out matching
-    accuracy, that accuracy's prior, its held-out QA accuracy (None when not measured) and minutes."""
+def pretrain(name: str, config: str, extra: list[str], epochs: int, w: Path, args: argparse.Namespace) -> dict:
+    """One pre-training (``config`` with the world's paths, the preset and ``extra``) and its consolidated
+    model (reused when both exist): its held-out matching accuracy, that accuracy's prior, its held-out QA
+    accuracy (None when not measured) and minutes."""
     slug = name.replace(",", "").replace(" ", "_")
     run_dir, model = (args.dir / slug).resolve(), (args.dir / f"{slug}_model").resolve()
     record = args.dir / f"{slug}.json"
@@ -154,11 +159,10 @@ def pretrain(name: str, extra: list[str], epochs: int, w: Path, args: argparse.N
                              f"another --dir, or the same value")
         return row
     seconds = job("launcher/pretrain.py", args, args.dir / f"{slug}.log", [
-        "--config", "launcher/configs/synth_tiny.yaml", f"run_dir={run_dir}", f"model.preset={args.preset}",
+        "--config", config, f"run_dir={run_dir}", f"model.preset={args.preset}",
         f"data.store={w / 'store'}", f"data.train=[{w / 'corpus/train'}]", f"data.valid=[{w / 'corpus/minival'}]",
         f"data.answers={w / 'lxmert/all_ans.json'}", f"data.tokenizer={w / 'vocab.txt'}", f"train.epochs={epochs}",
-        f"train.lr={args.lr}", f"objectives.mismatch_probability={args.mismatch}", f"log.valid_every={args.valid_every}",
-        "checkpoint.every=500", "log.progress=false", *extra])
+        f"log.valid_every={args.valid_every}", "checkpoint.every=500", "log.progress=false", *extra])
     lxmert("consolidate", str(run_dir / "checkpoints"), str(model))
     found = {tag: value for tag, (_, value) in last_scalars(run_dir, VALIDATION).items()}
     row = {"name": name, "run_dir": str(run_dir), "model": str(model), "minutes": seconds / 60, "epochs": epochs,
@@ -193,7 +197,7 @@ def matching_by_kind(model: str, w: Path) -> dict | None:
     import random
 
     from data.store import FeatureStore
-    from data.synth import caption_kind, caption_truth
+    from data.synth import caption_kind, caption_pairs, caption_truth
     from interpret.queries import matching_probabilities
     from interpret.subject import load_subject, make_example
 
@@ -201,12 +205,7 @@ def matching_by_kind(model: str, w: Path) -> dict | None:
         return None
     scenes = json.loads((w / "scenes.json").read_text())
     captions = [(r["img_id"], c) for r in json.loads((w / "lxmert/minival.json").read_text()) for c in r["sentf"]["mscoco"]]
-    rng, pairs = random.Random(0), []
-    for img, caption in captions:
-        pairs.append((img, caption, True))
-        while (other := rng.choice(captions))[0] == img:
-            pass
-        pairs.append((img, other[1], False))
+    pairs = caption_pairs(captions, random.Random(0))
     subject, store = load_subject(model), FeatureStore(w / "store")
     examples = [make_example(subject, store, img, caption, truncate=True) for img, caption, _ in pairs]
     kinds: dict[str, dict[str, list[int]]] = {}  # kind -> column -> [judged right, pairs]
@@ -259,11 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     args.dir.mkdir(parents=True, exist_ok=True)
     check_settings(args)
     w = build_world(args)
-    pre = [pretrain(name, extra, args.epochs, w, args) for name, extra in PRETRAININGS.items()]
+    common = [f"train.lr={args.lr}", f"objectives.mismatch_probability={args.mismatch}"]
+    pre = [pretrain(name, "launcher/configs/synth_tiny.yaml", [*common, *extra], args.epochs, w, args)
+           for name, extra in PRETRAININGS.items()]
     captions = None
     if args.captions_epochs:
-        captions = pretrain(CAPTIONS, ["data.sources=[mscoco]", "objectives.mismatch_probability=0.5",
-                                       "objectives.visual=false"], args.captions_epochs, w, args)
+        captions = pretrain(CAPTIONS, "launcher/configs/synth_captions.yaml", [], args.captions_epochs, w, args)
     vqa = [finetune("scratch", "none", lr, w, args) for lr in args.scratch_lrs]
     vqa += [finetune(r["name"], r["model"], args.ft_lr, w, args) for r in pre]
 

@@ -201,6 +201,18 @@ def caption_truth(caption: str, objects: list[dict]) -> bool:
     return o is not None and attribute in _words(o)
 
 
+def caption_pairs(captions: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str, bool]]:
+    """Each ``(image, caption)`` as a matched pair, then its image with another image's caption drawn by
+    ``rng`` (mismatched): ``(image, caption, matched)``, twice as many as ``captions``."""
+    pairs = []
+    for img, caption in captions:
+        pairs.append((img, caption, True))
+        while (other := rng.choice(captions))[0] == img:
+            pass
+        pairs.append((img, other[1], False))
+    return pairs
+
+
 def _question_candidates(objects: list[dict], rng: random.Random) -> list[tuple[str, str]]:
     """Every question this scene can answer without ambiguity, as (question, answer); the question
     type is its first two words ("what color", "how many", "is there", "what is", "is the")."""

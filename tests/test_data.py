@@ -492,7 +492,7 @@ def test_synthetic_captions_are_true_of_their_image(tmp_path):
     and a few captions of other images are true by accident (what caps matching accuracy)."""
     import random
 
-    from data.synth import CAPTION_KINDS, caption_kind, caption_truth
+    from data.synth import CAPTION_KINDS, caption_kind, caption_pairs, caption_truth
 
     write_world(tmp_path, images=200, feat_dim=8, regions=16, progress=False)
     scenes = json.loads((tmp_path / "scenes.json").read_text())
@@ -500,11 +500,13 @@ def test_synthetic_captions_are_true_of_their_image(tmp_path):
                 for r in json.loads((tmp_path / "lxmert" / f"{split}.json").read_text()) for c in r["sentf"]["mscoco"]]
     assert {caption_kind(c) for _, c in captions} == set(CAPTION_KINDS)
     assert all(caption_truth(c, scenes[img]) for img, c in captions)
-    rng, accidental = random.Random(0), 0
-    for img, _ in captions:
-        while (other := rng.choice(captions))[0] == img:
-            pass
-        accidental += caption_truth(other[1], scenes[img])
+    pairs = caption_pairs(captions, random.Random(0))
+    assert [p[:2] for p in pairs[::2]] == captions and all(p[2] for p in pairs[::2])
+    mismatched = pairs[1::2]
+    assert all(img == own for (img, _, matched), (own, _) in zip(mismatched, captions)) and not any(m for *_, m in mismatched)
+    small = [("a", "x ."), ("a", "y ."), ("b", "z .")]  # never the image's own captions: only b's for a
+    assert [c for _, c, m in caption_pairs(small, random.Random(1)) if not m][:2] == ["z .", "z ."]
+    accidental = sum(caption_truth(c, scenes[img]) for img, c, _ in mismatched)
     assert 0 < accidental < 0.1 * len(captions)
 
     dog = {"cls": 0, "col": 0, "size": 0, "slot": 1}  # a small red dog, left of a large blue cat
