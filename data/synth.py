@@ -204,6 +204,8 @@ def caption_truth(caption: str, objects: list[dict]) -> bool:
 def caption_pairs(captions: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str, bool]]:
     """Each ``(image, caption)`` as a matched pair, then its image with another image's caption drawn by
     ``rng`` (mismatched): ``(image, caption, matched)``, twice as many as ``captions``."""
+    if len({img for img, _ in captions}) < 2:
+        raise ValueError(f"caption_pairs: captions of at least two images needed, got {len(captions)} of fewer")
     pairs = []
     for img, caption in captions:
         pairs.append((img, caption, True))

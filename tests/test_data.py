@@ -506,6 +506,8 @@ def test_synthetic_captions_are_true_of_their_image(tmp_path):
     assert all(img == own for (img, _, matched), (own, _) in zip(mismatched, captions)) and not any(m for *_, m in mismatched)
     small = [("a", "x ."), ("a", "y ."), ("b", "z .")]  # never the image's own captions: only b's for a
     assert [c for _, c, m in caption_pairs(small, random.Random(1)) if not m][:2] == ["z .", "z ."]
+    with pytest.raises(ValueError, match="at least two images"):  # no other image's caption to draw: no endless loop
+        caption_pairs(small[:2], random.Random(1))
     accidental = sum(caption_truth(c, scenes[img]) for img, c, _ in mismatched)
     assert 0 < accidental < 0.1 * len(captions)
 
