@@ -518,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("forward", help="time forward passes of a model preset on random inputs",
                        description="Build a preset with random weights and time forward passes on random inputs.")
-    p.add_argument("--preset", default="base", help="model preset: base (the paper) or tiny")
+    p.add_argument("--preset", default="base", help="model preset: base (the paper), small or tiny")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--tokens", type=int, default=20)
     p.add_argument("--regions", type=int, default=36)

@@ -123,7 +123,7 @@ class LxmertConfig:
     # ----------------------------------------------------------------- presets
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "LxmertConfig":
-        """``base`` (the paper) or ``tiny`` (for tests), with field overrides."""
+        """``base`` (the paper), ``small`` (the synthetic world's studies) or ``tiny`` (tests), with field overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
