@@ -41,13 +41,15 @@ test: $(STAMP)
 # alone (held-out matching: issue 12's first target), the table of their results, the pre-trained
 # model's attention figures and page for a held-out image and one of its captions, and the captions
 # model's matching of two held-out images with a caption of each.
+comma := ,
 DEMO_IMAGE ?= synth000000
 DEMO_OTHER ?= synth000001
-demo_caption = $$($(PY) -c 'import json, sys; from data.synth import caption_kind; \
-  r = {r["img_id"]: r for r in json.load(open("demo/world/lxmert/minival.json"))}[sys.argv[1]]; \
-  print(next(c for c in r["sentf"]["mscoco"] if caption_kind(c) == "colour and class"))' $(1))
-DEMO_SENTENCE = $$($(PY) -c 'import json; r = {r["img_id"]: r for r in json.load(open("demo/world/lxmert/minival.json"))}["$(DEMO_IMAGE)"]; \
-  print(min([c for c in r["sentf"]["mscoco"] if " of " in c] or r["sentf"]["mscoco"], key=len))')
+# $(call held_out_caption,IMAGE,EXPR): prints the Python EXPR over IMAGE's held-out captions (the list `caps`)
+held_out_caption = $$($(PY) -c 'import json; from data.synth import caption_kind; \
+  caps = next(r["sentf"]["mscoco"] for r in json.load(open("demo/world/lxmert/minival.json")) if r["img_id"] == "$(1)"); \
+  print($(2))')
+demo_caption = $(call held_out_caption,$(1),next(c for c in caps if caption_kind(c) == "colour and class"))
+DEMO_SENTENCE = $(call held_out_caption,$(DEMO_IMAGE),min([c for c in caps if " of " in c] or caps$(comma) key=len))
 DEMO_QUESTION = $$($(PY) -c 'import json; print(next(q["sent"] for q in json.load(open("demo/world/vqa/minival.json")) if q["img_id"] == "$(DEMO_IMAGE)"))')
 DS := PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/deepspeed --num_gpus 2
 DEMO_FT ?=

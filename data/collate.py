@@ -173,6 +173,14 @@ class PretrainingBatch(_Batch):
                         "feat": (self.feat_targets, self.feat_mask)},
         )
 
+    def intact_inputs(self) -> dict:
+        """The model inputs of the pairs as they are, before the objectives masked them: every
+        masked-LM position back to its word piece (``labels``), every masked region back to its
+        features (``feat_targets``); no targets. What ``lxmert match`` and ``lxmert ask`` show a model."""
+        ids = torch.where(self.labels >= 0, self.labels, self.input_ids)
+        return dict(input_ids=ids, attention_mask=self.attention_mask, visual_feats=self.feat_targets,
+                    visual_pos=self.visual_pos, visual_attention_mask=self.visual_attention_mask, full_mlm_logits=False)
+
     def has_examples(self) -> dict[str, Tensor]:
         """Which objectives this batch holds a target of (captions only: no question; an objective
         switched off: none); a loss without one is a 0 that counts for nothing."""

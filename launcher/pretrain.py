@@ -117,20 +117,11 @@ def valid_loader(dataset, run: RunConfig, rank: int, world: int, collate):
     return loader(dataset, first, run, run.train.micro_batch_size, collate, drop_last=False, persistent=True)
 
 
-def intact_inputs(batch) -> dict:
-    """The model inputs of ``batch`` as its pairs are, before the objectives masked them: every
-    masked-LM position back to its word piece (``labels``), every masked region back to its
-    features (``feat_targets``); no targets. What ``lxmert match`` and ``lxmert ask`` show a model."""
-    ids = torch.where(batch.labels >= 0, batch.labels, batch.input_ids)
-    return dict(input_ids=ids, attention_mask=batch.attention_mask, visual_feats=batch.feat_targets,
-                visual_pos=batch.visual_pos, visual_attention_mask=batch.visual_attention_mask, full_mlm_logits=False)
-
-
 @torch.no_grad()
 def validate(engine, batches, run: RunConfig) -> dict[str, float]:
     """The first ``log.valid_batches`` batches of each rank: the objectives' losses on the inputs as
     training sees them (masked), and, on the pairs as they are (a second forward pass of
-    :func:`intact_inputs`: a caption whose telling word was masked would count against the model),
+    the batch's ``intact_inputs()``: a caption whose telling word was masked would count against the model),
     the matching accuracy on the held-out pairs (``objectives.mismatch_probability`` of them
     mismatched) beside its prior (the share of matched pairs: the accuracy of always answering
     "matched") and the QA accuracy."""
@@ -147,7 +138,7 @@ def validate(engine, batches, run: RunConfig) -> dict[str, float]:
         has_answer = batch.ans != -100
         judged = run.objectives.matching  # then every pair carries a matching label (data.pretraining)
         if judged or has_answer.any():
-            out = engine(**intact_inputs(batch))
+            out = engine(**batch.intact_inputs())
             if out.question_answering_score is not None:
                 counts[0] += (out.question_answering_score.argmax(-1)[has_answer] == batch.ans[has_answer]).sum().item()
             if judged and out.cross_relationship_score is not None:
